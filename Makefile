@@ -1,0 +1,46 @@
+# Two commands are the contract with a new user: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Django 6.x needs Python 3.12+; pyenv keeps one on this kind of machine.
+PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12 2>/dev/null)
+VENV6 ?= .venv-django6
+PYTEST_ARGS ?=
+
+.PHONY: install test test-sqlite test-postgres test-django6 test-soak demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(MAKE) test-sqlite
+	$(MAKE) test-postgres
+
+test-sqlite: install
+	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
+
+test-postgres: install
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
+
+# The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
+test-django6:
+	@if [ -z "$(PYTHON312)" ]; then echo "test-django6: no python3.12 found, nothing run"; exit 1; fi
+	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
+	  $(VENV6)/bin/pip install -q --upgrade pip && \
+	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak' $(PYTEST_ARGS)
+
+test-soak: install
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak $(PYTEST_ARGS)
+
+demo: install
+	$(PY) demo/run.py
+
+clean:
+	rm -rf $(VENV) $(VENV6) build *.egg-info

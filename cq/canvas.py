@@ -1,0 +1,135 @@
+"""Task trees: subtasks, chains, errorbacks, revoking, and settling a waiting parent.
+
+A parent whose function has returned is WAITING until its subtasks are done.
+Every change below a parent ends in :func:`settle`, which locks the parent's
+row and decides: all subtasks succeeded (SUCCESS), one of them failed or was
+revoked (INCOMPLETE), or not yet. Because each finishing subtask writes its own
+status *before* it locks the parent, whichever of two siblings locks second
+sees the other's status, so a tree never hangs on a race.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.core import signing
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import dispatch, registry
+from .exceptions import CQError
+from .models import ERROR, REVOCABLE, Task, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+_errback_signer = signing.Signer(salt="cq.errback")
+
+
+def subtask(parent: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+            **options: Any) -> Task:
+    return registry.get(registry.name_of(func)).delay_args(args, kwargs, parent=parent, **options)
+
+
+def chain(previous: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+          **options: Any) -> Task:
+    return registry.get(registry.name_of(func)).delay_args(args, kwargs, previous=previous, **options)
+
+
+def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = (),
+              kwargs: dict[str, Any] | None = None) -> None:
+    """Have ``func(task, error, *args, **kwargs)`` called if ``task`` finally fails.
+
+    The function is stored by its import path, signed with ``SECRET_KEY``: a path
+    edited in the database is refused rather than imported.
+    """
+    path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    import_string(path)  # fail now, in the caller, rather than at failure time
+    entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
+    dispatch._check_json(task.func_name, errorback_arguments=entry)
+    task.errbacks = [*task.errbacks, entry]
+    if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
+        Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
+
+
+def run_errbacks(task: Task, error: BaseException) -> None:
+    for entry in task.errbacks:
+        try:
+            func = import_string(_errback_signer.unsign(entry["path"]))
+            func(task, error, *entry["args"], **entry["kwargs"])
+        except Exception:
+            logger.exception("Errorback %r of task %s raised.", entry.get("path"), task.pk)
+
+
+def launch_next(task: Task, failed: bool = False) -> None:
+    """Queue the tasks chained after ``task``: all on success, the ``force_chain`` ones on failure."""
+    chained = Task.objects.filter(previous=task.pk)
+    dispatch.launch(chained.filter(force_chain=True) if failed else chained)
+
+
+def launch_subtasks(task: Task) -> None:
+    dispatch.launch(Task.objects.filter(parent=task.pk, previous__isnull=True))
+
+
+def settle(task_id: Any, cause: BaseException | None = None) -> None:
+    """Finish a WAITING task whose subtasks are all done; then its parent, and so on up.
+
+    Must run inside a transaction; ``cause`` is the error that made a subtask fail,
+    handed to errbacks.
+    """
+    task = Task.objects.select_for_update().filter(pk=task_id).first()
+    if task is None or task.status != TaskStatus.WAITING:
+        return
+    children = list(Task.objects.filter(parent=task.pk).values_list("pk", "status", "error"))
+    failed = [(pk, status, error) for pk, status, error in children if status in ERROR]
+    now = timezone.now()
+    if failed:
+        pk, status, error = failed[0]
+        message = f"Subtask {pk} ended {TaskStatus(status).label}: {error or ''}".rstrip(": ")
+        _finish(task, TaskStatus.INCOMPLETE, now, error=message)
+        cause = cause or CQError(message)
+        transaction.on_commit(lambda: run_errbacks(task, cause))
+        launch_next(task, failed=True)
+    elif all(status == TaskStatus.SUCCESS for _, status, _ in children):
+        result = task.result
+        if task.waiting_on_id is not None:
+            result = Task.objects.filter(pk=task.waiting_on_id).values_list("result", flat=True).get()
+        _finish(task, TaskStatus.SUCCESS, now, result=result)
+        launch_next(task)
+    else:
+        return
+    if task.parent_id is not None:
+        settle(task.parent_id, cause)
+
+
+def _finish(task: Task, status: TaskStatus, now: Any, **fields: Any) -> None:
+    from .execution import expiry
+
+    fields.update(status=status, finished=now, result_expiry=expiry(task, now))
+    Task.objects.filter(pk=task.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(task, name, value)
+
+
+def revoke(task: Task) -> None:
+    """Revoke ``task`` and every task under it or chained after it that has not finished.
+
+    A revoked task is never run; one already running finishes, but its outcome is
+    not recorded and an atomic task's writes are rolled back. A waiting parent of
+    ``task`` ends INCOMPLETE.
+    """
+    ids, frontier = {task.pk}, [task.pk]
+    while frontier:
+        frontier = [pk for pk in Task.objects.filter(Q(parent__in=frontier) | Q(previous__in=frontier))
+                    .values_list("pk", flat=True) if pk not in ids]
+        ids.update(frontier)
+    with transaction.atomic():
+        Task.objects.filter(pk__in=ids, status__in=REVOCABLE).update(
+            status=TaskStatus.REVOKED, finished=timezone.now())
+        parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
+        if parent_id is not None and parent_id not in ids:
+            settle(parent_id)
+    task.refresh_from_db(fields=["status", "finished"])

@@ -1,0 +1,37 @@
+"""System checks: configuration mistakes reported at startup, not at the first task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core import checks
+from django.db import connections
+
+from .conf import settings
+
+
+@checks.register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    config = getattr(django_settings, "CHANNEL_LAYERS", {}).get(settings.CHANNEL_LAYER)
+    if config is None:
+        return []
+    if config.get("BACKEND", "").endswith("InMemoryChannelLayer"):
+        return [checks.Warning(
+            f"CHANNEL_LAYERS[{settings.CHANNEL_LAYER!r}] is an InMemoryChannelLayer: a cq_runworker process "
+            f"cannot hear doorbells rung by another process, and picks tasks up from the database only "
+            f"after CQ_QUEUED_GRACE seconds.",
+            hint="Use cq.layers.RedisChannelLayer for the cq layer outside tests.", id="cq.W001")]
+    return []
+
+
+@checks.register()
+def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    db = connections["default"]
+    if db.vendor != "sqlite" or db.settings_dict.get("OPTIONS", {}).get("transaction_mode") == "IMMEDIATE":
+        return []
+    return [checks.Warning(
+        "SQLite is used without transaction_mode IMMEDIATE: a worker and a web process writing at the same "
+        "time can fail with 'database is locked'.",
+        hint='Add "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} to DATABASES["default"].',
+        id="cq.W002")]

@@ -1,0 +1,48 @@
+"""cq's settings, read from Django's settings on every access.
+
+Nothing is frozen at import time, so ``override_settings`` works in tests and
+a project can import cq before its settings are configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+
+class Settings:
+    """Typed defaults for every ``CQ_*`` setting; each is read lazily."""
+
+    #: Alias in ``CHANNEL_LAYERS`` of the layer that carries doorbells. When the
+    #: alias is not configured, cq builds its own Redis layer from ``REDIS_URL``.
+    CHANNEL_LAYER: str = "cq"
+    #: Redis used when ``CHANNEL_LAYERS`` has no entry for ``CHANNEL_LAYER``.
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    #: Name of the channel every worker listens on (one per queue later on).
+    CHANNEL: str = "cq.tasks"
+    #: Run ``.delay()`` inline in the caller's process (django-cq's serial mode).
+    SERIAL: bool = False
+    #: Run the cron scheduler inside ``cq_runworker``.
+    SCHEDULER: bool = True
+    #: Seconds a worker waits on the doorbell before it looks in the database.
+    POLL_INTERVAL: float = 1.0
+    #: A QUEUED task nobody claimed for this many seconds is picked up from the
+    #: database even though its doorbell never arrived.
+    QUEUED_GRACE: float = 10.0
+    #: First retry delay in seconds; each later retry doubles it.
+    RETRY_BACKOFF: float = 1.0
+    #: Upper bound on a single retry delay, in seconds.
+    RETRY_BACKOFF_MAX: float = 600.0
+    #: Seconds a finished task is kept; ``None`` keeps it for ever.
+    RESULT_TTL: int | None = 60 * 60 * 24 * 30
+    #: How many published log lines a task keeps (django-cq's ``limit``).
+    LOG_LIMIT: int = 40
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.isupper():
+            return getattr(django_settings, f"CQ_{name}", getattr(type(self), name))
+        return super().__getattribute__(name)
+
+
+settings = Settings()

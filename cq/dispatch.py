@@ -1,0 +1,147 @@
+"""Creating and submitting tasks: the row first, the doorbell once it commits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import doorbell, registry
+from .conf import settings
+from .exceptions import DuplicateSubmitError, InvalidTask
+from .models import DONE, Task, TaskStatus
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from .inline import InlineTask
+
+#: Row fields a caller may set through ``delay_args(**options)``.
+OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain"})
+
+
+def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
+          submit: bool = True, **options: Any) -> Task | InlineTask:
+    """Create a task row for ``func`` and, with ``submit``, queue it once the transaction commits.
+
+    Raises:
+        TaskNotRegistered: ``func`` is not a registered task function.
+        InvalidTask: the arguments are not JSON, or an option is unknown.
+    """
+    fn = registry.get(registry.name_of(func))
+    if settings.SERIAL:
+        if options or not submit:
+            raise InvalidTask(f"CQ_SERIAL runs tasks inline, so delay_args() takes no options ({_names(options)}).")
+        from .inline import run_inline
+
+        return run_inline(fn, args, kwargs)
+    return create(fn.name, args, kwargs, submit=submit, **options)
+
+
+def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *,
+           submit: bool, **options: Any) -> Task:
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise InvalidTask(f"Unknown option(s) {_names(unknown)}; delay_args() takes {_names(OPTIONS)}, "
+                          f"and the task's own keyword arguments go in kwargs=.")
+    args, kwargs = list(args), dict(kwargs or {})
+    _check_json(func_name, args=args, kwargs=kwargs)
+    task = Task(func_name=func_name, args=args, kwargs=kwargs, **options)
+    parent, previous = task.parent, task.previous
+    if previous is not None and parent is None:
+        task.parent = parent = previous.parent
+    if parent is not None:
+        task.top_id = parent.top_id or parent.pk
+        if parent.status in DONE:
+            raise InvalidTask(f"Task {parent.pk} has finished ({parent.get_status_display()}); "
+                              f"it cannot take another subtask.")
+    # A subtask waits for its parent's function to return, a chained task for its previous one.
+    launch_now = submit and previous is None and (parent is None or parent.status == TaskStatus.WAITING)
+    if launch_now:
+        task.status = TaskStatus.QUEUED
+    task.save(force_insert=True)
+    if launch_now:
+        doorbell.ring_on_commit([task.pk])
+    elif submit and previous is not None:
+        # The previous task may have finished while this row was being written.
+        transaction.on_commit(lambda: launch_if_previous_done(task))
+    return task
+
+
+def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
+    """Queue a PENDING task, putting ``prepend_args`` before its own arguments.
+
+    A revoked task is left alone, as in django-cq.
+
+    Raises:
+        DuplicateSubmitError: the task is not PENDING (already submitted, or finished).
+        InvalidTask: ``prepend_args`` are not JSON.
+    """
+    task.refresh_from_db(fields=["status", "args"])
+    if task.status == TaskStatus.REVOKED:
+        return
+    args = [*prepend_args, *task.args]
+    _check_json(task.func_name, args=args)
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
+            status=TaskStatus.QUEUED, args=args, submitted=now)
+        if not updated:
+            task.refresh_from_db(fields=["status"])
+            raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
+                                       f"it cannot be submitted again.")
+        doorbell.ring_on_commit([task.pk])
+    task.status, task.args, task.submitted = TaskStatus.QUEUED, args, now
+
+
+def launch(candidates: QuerySet[Task]) -> list[Any]:
+    """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
+    ids = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", flat=True))
+    if ids:
+        Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(
+            status=TaskStatus.QUEUED, submitted=timezone.now())
+        doorbell.ring_on_commit(ids)
+    return ids
+
+
+def launch_if_previous_done(task: Task) -> None:
+    status = Task.objects.filter(pk=task.previous_id).values_list("status", flat=True).first()
+    if status == TaskStatus.SUCCESS or (status in DONE and task.force_chain):
+        launch(Task.objects.filter(pk=task.pk))
+
+
+def wait(task: Task, timeout: float | None = None) -> Task:
+    """Poll until ``task`` is done or ``timeout`` milliseconds have passed; return it refreshed.
+
+    Raises:
+        InvalidTask: the task was never saved.
+    """
+    if task._state.adding:
+        raise InvalidTask("wait() needs a saved task: this one has no row yet (use delay() or save it).")
+    deadline = None if timeout is None else time.monotonic() + timeout / 1000
+    pause = 0.005
+    while True:
+        status = Task.objects.filter(pk=task.pk).values_list("status", flat=True).get()
+        if status in DONE or (deadline is not None and time.monotonic() >= deadline):
+            task.refresh_from_db()
+            return task
+        remaining = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+        time.sleep(remaining)
+        pause = min(pause * 2, 0.2)
+
+
+def _check_json(func_name: str, **values: Any) -> None:
+    for what, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise InvalidTask(f"The {what} of task {func_name!r} are not JSON-serialisable ({error}); "
+                              f"pass ids, strings and numbers, not objects.") from None
+
+
+def _names(values: Iterable[str]) -> str:
+    return ", ".join(sorted(values))

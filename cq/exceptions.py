@@ -1,0 +1,28 @@
+"""Every error cq raises derives from :class:`CQError`."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class CQError(Exception):
+    """Base class of cq's errors. Do not raise directly."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class InvalidTask(CQError, ValueError):
+    """The task cannot be created with these arguments."""
+
+
+class TaskNotRegistered(CQError, LookupError):
+    """No function is registered with ``@task`` under this name."""
+
+
+class DuplicateSubmitError(CQError):
+    """Only a PENDING task can be submitted."""
+
+
+class ConfigurationError(CQError, ImproperlyConfigured):
+    """cq's settings are not usable."""

@@ -1,0 +1,196 @@
+"""Claiming a task and running it to its next status.
+
+A task runs only after a conditional UPDATE moved it from QUEUED (or a due
+RETRY) to RUNNING, so a doorbell that arrives twice runs nothing twice. An
+atomic task's own writes and its outcome commit in one transaction; every
+outcome is written with ``WHERE status = RUNNING``, so a task revoked while it
+ran keeps REVOKED (and an atomic one's writes roll back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import traceback
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import canvas, registry
+from .conf import settings
+from .exceptions import InvalidTask, TaskNotRegistered
+from .inline import InlineTask
+from .models import Task, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+S = TaskStatus
+
+
+class _Revoked(Exception):
+    """The row left RUNNING while the task ran: someone revoked it."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(task_id: str, worker: str) -> Task | None:
+    """Take the QUEUED task ``task_id`` for ``worker``; ``None`` if it is not (or no longer) queued."""
+    try:
+        uuid.UUID(task_id)
+    except ValueError:
+        logger.error("Skipping a doorbell for %r, which is not a task id.", task_id)
+        return None
+    now = timezone.now()
+    claimed = Task.objects.filter(_ready(now), pk=task_id, status=S.QUEUED).update(
+        status=S.RUNNING, started=now, worker=worker)
+    if not claimed:
+        if not Task.objects.filter(pk=task_id).exists():
+            logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
+        return None
+    return Task.objects.get(pk=task_id)
+
+
+def claim_due(worker: str, grace: float, limit: int = 1) -> list[Task]:
+    """Take up to ``limit`` tasks that are due but were not claimed through a doorbell:
+    QUEUED for ``grace`` seconds or more (their doorbell was lost), or RETRY whose time has come.
+    """
+    now = timezone.now()
+    due = (Q(status=S.QUEUED, submitted__lte=now - timedelta(seconds=grace)) | Q(status=S.RETRY)) & _ready(now)
+    with transaction.atomic():
+        ids = list(Task.objects.select_for_update(skip_locked=True).filter(due)
+                   .order_by("submitted").values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        Task.objects.filter(pk__in=ids).update(status=S.RUNNING, started=now, worker=worker)
+    return list(Task.objects.filter(pk__in=ids).order_by("submitted"))
+
+
+def _ready(now: datetime) -> Q:
+    return Q(run_after__isnull=True) | Q(run_after__lte=now)
+
+
+def run(task: Task) -> None:
+    """Run a claimed task and record its outcome. The task's own errors never escape."""
+    try:
+        _run(task)
+    except _Revoked:
+        logger.info("Task %s was revoked while it ran; its outcome is not recorded.", task.pk)
+
+
+def _run(task: Task) -> None:
+    try:
+        fn = registry.get(task.func_name)
+    except TaskNotRegistered as error:
+        _fail(task, error, retry=False)
+        return
+    try:
+        if fn.atomic:
+            with transaction.atomic():
+                _record_return(task, fn.func(task, *task.args, **task.kwargs))
+        else:
+            value = fn.func(task, *task.args, **task.kwargs)
+            with transaction.atomic():
+                _record_return(task, value)
+    except _Revoked:
+        raise
+    except Exception as error:
+        _fail(task, error, fn.should_retry(error, task.retries))
+
+
+def _record_return(task: Task, value: Any) -> None:
+    if isinstance(value, InlineTask):
+        value = value.result
+    if isinstance(value, Task):
+        _wait_on(task, value)
+        return
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidTask(f"Task {task.func_name!r} returned a value that is not JSON-serialisable "
+                          f"({error}).") from None
+    if Task.objects.filter(parent=task.pk).exists():
+        _update(task, status=S.WAITING, result=value)
+        canvas.launch_subtasks(task)
+        canvas.settle(task.pk)
+        return
+    now = timezone.now()
+    _update(task, status=S.SUCCESS, result=value, error=None, finished=now, result_expiry=expiry(task, now))
+    canvas.launch_next(task)
+    parent_id = _parent_id(task)
+    if parent_id is not None:
+        canvas.settle(parent_id)
+
+
+def _wait_on(task: Task, child: Task) -> None:
+    """The task returned ``child``: adopt it as a subtask and take its result when it is done."""
+    if child.pk == task.pk:
+        raise InvalidTask(f"Task {task.pk} returned itself.")
+    child_parent = Task.objects.filter(pk=child.pk).values_list("parent_id", flat=True).get()
+    if child_parent is None:
+        top = task.top_id or task.pk
+        Task.objects.filter(pk=child.pk).update(parent=task.pk, top=top)
+        Task.objects.filter(top=child.pk).update(top=top)
+    elif child_parent != task.pk:
+        raise InvalidTask(f"Task {task.pk} returned task {child.pk}, which is a subtask of another task "
+                          f"({child_parent}); return a task you created, or its result.")
+    _update(task, status=S.WAITING, waiting_on_id=child.pk)
+    canvas.launch_subtasks(task)
+    canvas.settle(task.pk)
+
+
+def _fail(task: Task, error: Exception, retry: bool) -> None:
+    with transaction.atomic():
+        _record_failure(task, error, retry)
+
+
+def _record_failure(task: Task, error: Exception, retry: bool) -> None:
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "error": str(error),
+        "exception": f"{type(error).__module__}.{type(error).__qualname__}",
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+    if retry:
+        backoff = min(settings.RETRY_BACKOFF * 2**task.retries, settings.RETRY_BACKOFF_MAX)
+        _update(task, status=S.RETRY, retries=task.retries + 1, last_retry=now,
+                run_after=now + timedelta(seconds=backoff), **fields)
+        logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
+        return
+    _update(task, status=S.FAILURE, finished=now, result_expiry=expiry(task, now), **fields)
+    transaction.on_commit(lambda: canvas.run_errbacks(task, error))
+    canvas.launch_next(task, failed=True)
+    parent_id = _parent_id(task)
+    if parent_id is not None:
+        canvas.settle(parent_id, cause=error)
+
+
+def _update(task: Task, **fields: Any) -> None:
+    """Write the outcome, with the task's logs and errbacks, if the row is still RUNNING."""
+    fields.update(log_records=task.log_records, errbacks=task.errbacks)
+    if not Task.objects.filter(pk=task.pk, status=S.RUNNING).update(**fields):
+        raise _Revoked
+    for name, value in fields.items():
+        setattr(task, name, value)
+    from .logs import flush
+
+    flush(task)
+
+
+def _parent_id(task: Task) -> Any:
+    # A task claimed with no parent may have been adopted since (returned by another task).
+    if task.parent_id is None:
+        task.parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
+    return task.parent_id
+
+
+def expiry(task: Task, finished: datetime) -> datetime | None:
+    ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL
+    return None if ttl is None else finished + timedelta(seconds=ttl)

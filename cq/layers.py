@@ -1,0 +1,91 @@
+"""The channel layer that carries doorbells, and a Redis layer tuned for them.
+
+A doorbell is an ordinary channel-layer message, ``{"type": "cq.task", "id":
+"<uuid>"}``, so any channel layer works. :class:`RedisChannelLayer` adds two
+things channels-redis lacks for a work queue: popping a batch of waiting
+doorbells in one round trip (``receive_many``) and sending many in one
+pipeline (``send_many``). Neither keeps an "in flight" copy: a doorbell is
+disposable because the task row is the truth (workers also poll the table).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any
+
+from channels.layers import BaseChannelLayer, channel_layers
+from channels_redis.core import RedisChannelLayer as _ChannelsRedisLayer
+from django.conf import settings as django_settings
+
+from .conf import settings
+
+logger = logging.getLogger(__name__)
+
+#: Defaults for a layer that only carries doorbells: keep unread doorbells for
+#: a day and let a backlog grow large before a send is refused.
+DOORBELL_LAYER_CONFIG: dict[str, Any] = {"prefix": "cq", "expiry": 86400, "capacity": 1_000_000}
+
+
+class RedisChannelLayer(_ChannelsRedisLayer):
+    """channels-redis with batch receive and pipelined batch send for normal channels."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**{**DOORBELL_LAYER_CONFIG, **config})
+
+    async def receive_many(self, channel: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        """Up to ``count`` messages from ``channel``, waiting at most ``timeout`` seconds for the first."""
+        assert "!" not in channel, "receive_many serves normal channels only"
+        key = self.prefix + channel
+        messages: list[dict[str, Any]] = []
+        for _ in range(self.ring_size):
+            connection = self.connection(next(self._receive_index_generator))
+            popped = await connection.zpopmin(key, count - len(messages))
+            messages.extend(self.deserialize(member) for member, _score in popped)
+            if len(messages) >= count:
+                return messages
+        if messages or timeout <= 0:
+            return messages
+        connection = self.connection(next(self._receive_index_generator))
+        # BZPOPMIN takes whole seconds on old servers; Redis 6+ accepts a float.
+        popped = await connection.bzpopmin(key, timeout=timeout)
+        if popped is not None:
+            messages.append(self.deserialize(popped[1]))
+        return messages
+
+    async def send_many(self, channel: str, messages: list[dict[str, Any]]) -> int:
+        """Send ``messages`` to ``channel`` in one pipeline; returns how many fitted under capacity."""
+        assert "!" not in channel, "send_many serves normal channels only"
+        key = self.prefix + channel
+        connection = self.connection(next(self._send_index_generator))
+        now = time.time()
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, min=0, max=int(now) - int(self.expiry))
+            pipe.zcard(key)
+            _, waiting = await pipe.execute()
+        room = max(self.get_capacity(channel) - waiting, 0)
+        if room < len(messages):
+            logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "
+                           "in the database instead.", channel, len(messages) - room)
+        members = {self.serialize(message): now for message in messages[:room]}
+        if members:
+            async with connection.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, members)
+                pipe.expire(key, int(self.expiry))
+                await pipe.execute()
+        return len(members)
+
+
+def get_layer() -> BaseChannelLayer:
+    """The layer named by ``CQ_CHANNEL_LAYER``, or cq's own Redis layer on ``CQ_REDIS_URL``."""
+    alias = settings.CHANNEL_LAYER
+    if alias in getattr(django_settings, "CHANNEL_LAYERS", {}):
+        return channel_layers[alias]
+    return _default_layer(settings.REDIS_URL)
+
+
+@functools.cache
+def _default_layer(url: str) -> RedisChannelLayer:
+    # socket_timeout=None: redis-py 8 defaults to 5 s, which breaks blocking pops.
+    return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": None}])

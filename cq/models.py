@@ -1,0 +1,188 @@
+"""cq's data: one :class:`Task` row per task run.
+
+The models hold data and queries only. What a task *does* lives in
+``cq.dispatch`` (creating and submitting), ``cq.execution`` (running) and
+``cq.canvas`` (subtasks, chains, revoking); the django-cq methods on ``Task``
+are one-line delegations to those modules so that old code keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.utils import timezone
+
+from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+
+class TaskStatus(models.TextChoices):
+    """django-cq's one-letter status codes, with readable labels."""
+
+    PENDING = "P", "Pending"
+    RETRY = "Y", "Retry"
+    QUEUED = "Q", "Queued"
+    RUNNING = "R", "Running"
+    FAILURE = "F", "Failure"
+    SUCCESS = "S", "Success"
+    WAITING = "W", "Waiting"
+    INCOMPLETE = "I", "Incomplete"
+    LOST = "L", "Lost"
+    REVOKED = "E", "Revoked"
+
+
+S = TaskStatus
+#: Statuses a task never leaves on its own.
+DONE = frozenset({S.FAILURE, S.SUCCESS, S.INCOMPLETE, S.LOST, S.REVOKED})
+#: Finished, but not well.
+ERROR = frozenset({S.FAILURE, S.INCOMPLETE, S.LOST, S.REVOKED})
+#: What ``Task.objects.active()`` lists (django-cq leaves RETRY out; so do we).
+ACTIVE = frozenset({S.PENDING, S.QUEUED, S.RUNNING, S.WAITING})
+#: What ``revoke()`` may still stop.
+REVOCABLE = frozenset({S.PENDING, S.RETRY, S.QUEUED, S.RUNNING, S.WAITING})
+
+
+class TaskQuerySet(models.QuerySet):
+    def active(self, **filters: Any) -> TaskQuerySet:
+        """Tasks that have not finished: pending, queued, running or waiting."""
+        return self.filter(status__in=ACTIVE, **filters)
+
+    def done(self, **filters: Any) -> TaskQuerySet:
+        return self.filter(status__in=DONE, **filters)
+
+    def tree(self, top: Task) -> TaskQuerySet:
+        """``top`` and every task below it (subtasks, and their chains)."""
+        return self.filter(models.Q(pk=top.pk) | models.Q(top=top.pk))
+
+
+class Task(models.Model):
+    """One run of a task function, from creation to its final status."""
+
+    # django-cq's names for the statuses and their groups.
+    STATUS_PENDING = S.PENDING
+    STATUS_RETRY = S.RETRY
+    STATUS_QUEUED = S.QUEUED
+    STATUS_RUNNING = S.RUNNING
+    STATUS_FAILURE = S.FAILURE
+    STATUS_SUCCESS = S.SUCCESS
+    STATUS_WAITING = S.WAITING
+    STATUS_INCOMPLETE = S.INCOMPLETE
+    STATUS_LOST = S.LOST
+    STATUS_REVOKED = S.REVOKED
+    STATUS_CHOICES = S.choices
+    STATUS_DONE = DONE
+    STATUS_ERROR = ERROR
+    STATUS_ACTIVE = ACTIVE
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    func_name = models.CharField(max_length=255, db_index=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=1, choices=S.choices, default=S.PENDING)
+
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    exception = models.CharField(max_length=255, blank=True, help_text="Class of the exception raised.")
+    traceback = models.TextField(blank=True)
+    log_records = models.JSONField(default=list, blank=True, help_text="This task's own log lines.")
+    errbacks = models.JSONField(default=list, blank=True)
+
+    parent = models.ForeignKey("self", models.CASCADE, null=True, blank=True, related_name="subtasks")
+    top = models.ForeignKey(
+        "self", models.CASCADE, null=True, blank=True, related_name="descendants",
+        help_text="The top-level task of this task's tree; empty for a top-level task.",
+    )
+    previous = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="next")
+    waiting_on = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+")
+    force_chain = models.BooleanField(default=False)
+
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    submitted = models.DateTimeField(default=timezone.now, help_text="When it was last queued.")
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    run_after = models.DateTimeField(null=True, blank=True, help_text="Not run before this time.")
+    retries = models.PositiveIntegerField(default=0)
+    last_retry = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="The worker that ran it last.")
+    result_ttl = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds to keep it once finished.")
+    result_expiry = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The worker's poll and the admin's status filter, newest first.
+            models.Index(fields=["status", "submitted"], name="cq_task_status_submitted"),
+            models.Index(fields=["status", "run_after"], name="cq_task_status_run_after"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} - {self.func_name}"
+
+    # -- django-cq's read-only views ------------------------------------------------
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        return {"func_name": self.func_name, "args": self.args, "kwargs": self.kwargs}
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        """Log lines of this task; for a top-level task, of its whole tree, in order."""
+        from .logs import tree_logs
+
+        return tree_logs(self)
+
+    def format_logs(self) -> str:
+        return "\n".join(record["message"] for record in self.logs)
+
+    # -- django-cq's verbs, delegated -----------------------------------------------
+
+    def submit(self, *prepend_args: Any) -> None:
+        """Queue a PENDING task, with ``prepend_args`` put before its arguments."""
+        from .dispatch import submit
+
+        submit(self, prepend_args)
+
+    def wait(self, timeout: float | None = None) -> Task:
+        """Block until the task is done or ``timeout`` milliseconds passed; refresh it."""
+        from .dispatch import wait
+
+        return wait(self, timeout)
+
+    def revoke(self) -> None:
+        """Stop this task and everything under it and after it from running."""
+        from .canvas import revoke
+
+        revoke(self)
+
+    def subtask(self, func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+                **options: Any) -> Task:
+        """Create a subtask; it starts once this task's function has returned."""
+        from .canvas import subtask
+
+        return subtask(self, func, args, kwargs, **options)
+
+    def chain(self, func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Task:
+        """Create a task that runs after this one succeeds (or fails, with ``force_chain``)."""
+        from .canvas import chain
+
+        return chain(self, func, args, kwargs, **options)
+
+    def errorback(self, func: Callable[..., Any] | str, args: Iterable[Any] = (),
+                  kwargs: dict[str, Any] | None = None) -> None:
+        """Call ``func(task, error, *args, **kwargs)`` if this task finally fails."""
+        from .canvas import errorback
+
+        errorback(self, func, args, kwargs)
+
+    def log(self, message: str, level: int = logging.INFO, publish: bool = True, limit: int | None = None) -> None:
+        """Record a log line on this task; it rolls up to the top-level task."""
+        from .logs import log
+
+        log(self, message, level=level, publish=publish, limit=limit)

@@ -1,0 +1,158 @@
+"""``@task`` and the table of registered task functions.
+
+Only a registered function can run: a name coming from the database, the
+admin or the API is looked up here, never imported from a dotted path.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .exceptions import TaskNotRegistered
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool]
+
+_registry: dict[str, TaskFunction[Any, Any]] = {}
+
+
+class TaskFunction(Generic[P, R]):
+    """What ``@task`` returns: still a plain function, plus ``delay`` and ``delay_args``.
+
+    Calling it runs the function inline, in this process, with an inline
+    stand-in for ``cqt``; ``delay`` queues it for a worker.
+    """
+
+    def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
+                 retry_exceptions: Iterable[RetryRule] = ()) -> None:
+        if retries < 0:
+            raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
+        self.func = func
+        self.name = name
+        self.atomic = atomic
+        self.retries = retries
+        self.retry_exceptions = tuple(retry_exceptions)
+        functools.update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<TaskFunction {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        from .inline import run_inline
+
+        return run_inline(self, args, kwargs).unwrap()
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Queue a run with these arguments; returns its ``Task`` row."""
+        return self.delay_args(args, kwargs)
+
+    def delay_args(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                   submit: bool = True, **options: Any) -> Any:
+        """Like ``delay``, with options: ``submit=False`` leaves the task PENDING
+        until ``task.submit()``; ``parent``, ``result_ttl`` and ``force_chain``
+        set those fields of the row.
+        """
+        from .dispatch import delay
+
+        return delay(self, args, kwargs, submit=submit, **options)
+
+    def should_retry(self, error: BaseException, retries_done: int) -> bool:
+        """Whether a run that raised ``error`` gets another attempt."""
+        if retries_done >= self.retries:
+            return False
+        if not self.retry_exceptions:
+            return True
+        return any(_matches(rule, error) for rule in self.retry_exceptions)
+
+
+def _matches(rule: RetryRule, error: BaseException) -> bool:
+    if isinstance(rule, type) and issubclass(rule, BaseException):
+        return isinstance(error, rule)
+    if isinstance(rule, BaseException):
+        return isinstance(error, type(rule))
+    return bool(rule(error))
+
+
+@overload
+def task(func: Callable[..., R], /) -> TaskFunction[Any, R]: ...
+@overload
+def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
+         retry_exceptions: Iterable[RetryRule] | RetryRule = ()) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
+
+
+def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, retries: int = 0,
+         retry_exceptions: Iterable[RetryRule] | RetryRule = ()) -> Any:
+    """Register a task function. Its first parameter, ``cqt``, is the running task.
+
+    Usable bare (``@task``) or with options: ``@task('name')``, ``@task('name', False)``
+    (not atomic), ``@task(atomic=False)``, ``@task(retries=3, retry_exceptions=[OSError,
+    lambda e: 'timeout' in str(e)])``. An empty ``retry_exceptions`` retries any error.
+    """
+    if callable(name_or_func):
+        return _register(name_or_func, name, atomic, retries, retry_exceptions)
+    if name_or_func is not None and name is not None:
+        raise TypeError("@task takes the name once: positionally or as name=, not both.")
+    given_name = name_or_func if name is None else name
+    return lambda func: _register(func, given_name, atomic, retries, retry_exceptions)
+
+
+def _register(func: Callable[..., Any], name: str | None, atomic: bool, retries: int,
+              retry_exceptions: Any) -> TaskFunction[Any, Any]:
+    if isinstance(retry_exceptions, type) or not isinstance(retry_exceptions, Iterable):
+        retry_exceptions = [retry_exceptions]
+    name = name or f"{func.__module__}.{func.__qualname__}"
+    fn = TaskFunction(func, name, atomic=atomic, retries=retries, retry_exceptions=retry_exceptions)
+    existing = _registry.get(name)
+    if existing is not None and _origin(existing.func) != _origin(func):
+        raise ImproperlyConfigured(
+            f"Two task functions are registered as {name!r}: {_origin(existing.func)} and "
+            f"{_origin(func)}. Give one of them another name with @task('other-name')."
+        )
+    _registry[name] = fn
+    return fn
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def get(name: str) -> TaskFunction[Any, Any]:
+    """The task function registered as ``name``.
+
+    Raises:
+        TaskNotRegistered: no ``@task`` has that name (its module may not be imported).
+    """
+    try:
+        return _registry[name]
+    except KeyError:
+        raise TaskNotRegistered(
+            f"No task function is registered as {name!r}. Decorate it with @cq.task and make sure "
+            f"its module is imported (cq imports each installed app's tasks.py)."
+        ) from None
+
+
+def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:
+    """The registered name of a task function, given it or its name.
+
+    Raises:
+        TaskNotRegistered: ``func`` is not a registered task function.
+    """
+    if isinstance(func, TaskFunction):
+        return func.name
+    if isinstance(func, str):
+        return get(func).name
+    for fn in _registry.values():
+        if fn.func is func:
+            return fn.name
+    raise TaskNotRegistered(f"{func!r} is not a task function: decorate it with @cq.task.")
+
+
+def names() -> list[str]:
+    """Every registered name, sorted (for the admin's choices)."""
+    return sorted(_registry)

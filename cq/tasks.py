@@ -1,0 +1,37 @@
+"""cq's own task functions, kept from django-cq."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import doorbell
+from .models import Task, TaskStatus
+from .registry import task
+
+
+@task("cq.tasks.retry_tasks")
+def retry_tasks(cqt: Any, retry_delay: float | None = None) -> int:
+    """Queue every task waiting to be retried whose time has come; returns how many.
+
+    Workers retry tasks by themselves; this is for django-cq code that called it.
+    With ``retry_delay`` (minutes, django-cq's meaning), a task is due once
+    ``retries² × retry_delay`` minutes have passed since its last attempt.
+    """
+    now = timezone.now()
+    waiting = Task.objects.filter(status=TaskStatus.RETRY)
+    if retry_delay is None:
+        due = waiting.filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+    else:
+        due = [t for t in waiting.only("pk", "retries", "last_retry")
+               if t.last_retry is None or now - t.last_retry >= timedelta(minutes=t.retries**2 * retry_delay)]
+    ids = [t.pk for t in due]
+    queued = Task.objects.filter(pk__in=ids, status=TaskStatus.RETRY).update(
+        status=TaskStatus.QUEUED, run_after=None, submitted=now)
+    doorbell.ring_on_commit(ids)
+    for pk in ids:
+        cqt.log(f"Retrying: {pk}", publish=False)
+    return queued

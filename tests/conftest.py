@@ -1,0 +1,50 @@
+"""Shared fixtures. Redis and (with CQ_TEST_DATABASE=postgres) PostgreSQL must be
+running: the run stops at once, naming the missing service, if either is not."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+
+from cq.worker import Worker
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        pytest.exit(f"Redis is not reachable at {settings.REDIS_URL} ({error}). Start it with "
+                    f"`redis-server --daemonize yes --port 6379`, or point CQ_TEST_REDIS_URL at one.", returncode=3)
+    if settings.DATABASE == "postgres":
+        import psycopg
+
+        db = settings.DATABASES["default"]
+        try:
+            psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres",
+                            connect_timeout=3).close()
+        except psycopg.Error as error:
+            pytest.exit(f"PostgreSQL is not reachable at {db['HOST']}:{db['PORT']} as {db['USER']} ({error}). "
+                        f"Start it, or run `make test-sqlite` alone.", returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def clean_redis() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter("cqtest*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def worker() -> Worker:
+    """A worker that finds tasks only through doorbells on the real Redis channel layer
+    (its database poll never sees a queued task as overdue)."""
+    return Worker(queued_grace=3600, name="test-worker")
+
+
+@pytest.fixture
+def drain(worker: Worker):
+    """Run tasks in this process until no doorbell is waiting; returns how many ran."""
+    return worker.drain

@@ -1,0 +1,76 @@
+"""Bad input is refused at .delay() time, in the caller, and nothing is written."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import transaction
+
+from cq import doorbell
+from cq.exceptions import InvalidTask, TaskNotRegistered
+from cq.models import Task
+from cq.registry import task
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_arguments_that_are_not_json_are_refused():
+    with pytest.raises(InvalidTask, match="args of task 'echo' are not JSON-serialisable"):
+        tasks.echo.delay(datetime.date(2026, 1, 1))
+    with pytest.raises(InvalidTask, match="kwargs of task"):
+        tasks.add.delay(a=1, b={1, 2})
+    assert not Task.objects.exists()
+
+
+def test_unregistered_function_is_refused():
+    def plain(cqt):
+        return 1
+
+    parent = tasks.echo.delay_args(submit=False)
+    with pytest.raises(TaskNotRegistered, match="not a task function"):
+        parent.subtask(plain)
+    with pytest.raises(TaskNotRegistered, match="'no.such.task'"):
+        parent.subtask("no.such.task")
+    assert Task.objects.count() == 1
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(InvalidTask, match="Unknown option"):
+        tasks.echo.delay_args(priority=3)
+    assert not Task.objects.exists()
+
+
+def test_wait_on_an_unsaved_task_is_refused():
+    with pytest.raises(InvalidTask, match="saved task"):
+        Task(func_name="echo").wait()
+
+
+def test_wait_with_a_timeout_returns_the_unfinished_task():
+    queued = tasks.echo.delay()
+    assert queued.wait(timeout=20).status == Task.STATUS_QUEUED
+
+
+def test_doorbell_rings_only_after_commit():
+    with transaction.atomic():
+        created = tasks.echo.delay()
+        assert doorbell.listen(10, 0) == []
+    assert doorbell.listen(10, 0) == [str(created.pk)]
+
+
+def test_rolled_back_delay_leaves_neither_row_nor_doorbell():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.echo.delay()
+        raise RuntimeError
+    assert not Task.objects.exists()
+    assert doorbell.listen(10, 0) == []
+
+
+def test_two_functions_cannot_share_a_name():
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="Two task functions are registered as 'echo'"):
+        @task("echo")
+        def another_echo(cqt):
+            return None

@@ -1,0 +1,193 @@
+"""Task functions the tests run, named by what they do."""
+
+from __future__ import annotations
+
+from cq import task
+from cq.models import Task
+
+from .models import Record
+
+
+class RetryMe(Exception):
+    pass
+
+
+def errors_mentioning_hello(error: BaseException) -> bool:
+    return "hello" in str(error)
+
+
+def record_errorback(task: Task, error: BaseException, key: str = "errback") -> None:
+    Record.objects.create(key=f"{key}:{task.func_name}:{type(error).__name__}:{error}")
+
+
+@task("echo")
+def echo(cqt, *args):
+    """Returns its arguments, or 'a' without any (django-cq's task_a)."""
+    return list(args) if args else "a"
+
+
+@task
+def noop(cqt):
+    return None
+
+
+@task
+def add(cqt, a, b):
+    return a + b
+
+
+@task
+def failing(cqt, message="b"):
+    raise ValueError(message)
+
+
+@task
+def failing_with_errorback(cqt, fail=True):
+    cqt.errorback(record_errorback)
+    if fail:
+        raise RuntimeError("broken")
+    return "fine"
+
+
+@task
+def returns_subtask_result(cqt):
+    return cqt.subtask(echo)
+
+
+@task
+def spawns_subtask_returns_own(cqt):
+    cqt.subtask(echo)
+    return "d"
+
+
+@task
+def returns_subsubtask_result(cqt):
+    return cqt.subtask(returns_subtask_result)
+
+
+@task
+def returns_failing_subtask(cqt):
+    return cqt.subtask(failing)
+
+
+@task
+def returns_failing_subsubtask(cqt):
+    return cqt.subtask(returns_failing_subtask)
+
+
+@task
+def three(cqt):
+    return 3
+
+
+@task("add_previous")
+def add_previous(cqt, a):
+    return cqt.previous.result + a
+
+
+@task
+def subtask_then_chain(cqt):
+    return cqt.subtask(three).chain(add_previous, (2,))
+
+
+@task(atomic=False)
+def writes_then_maybe_fails_non_atomic(cqt, key, fail):
+    Record.objects.create(key=key)
+    if fail:
+        raise RuntimeError("after writing")
+
+
+@task
+def writes_then_maybe_fails_atomic(cqt, key, fail):
+    Record.objects.create(key=key)
+    if fail:
+        raise RuntimeError("after writing")
+
+
+@task(retries=3, retry_exceptions=[RetryMe, errors_mentioning_hello], atomic=False)
+def retried(cqt, error=None, key="retried"):
+    Record.objects.create(key=key)
+    if error == "exception":
+        raise RetryMe("again")
+    if error == "predicate":
+        raise RuntimeError("hello there")
+    if error == "other":
+        raise RuntimeError("nope")
+    return "done"
+
+
+@task(retries=2, atomic=False)
+def fails_then_succeeds(cqt, key, failures):
+    """Fails ``failures`` times (counted in Record rows), then returns how many runs it took."""
+    Record.objects.create(key=key)
+    runs = Record.objects.filter(key=key).count()
+    if runs <= failures:
+        raise OSError(f"run {runs} fails")
+    return runs
+
+
+@task
+def counts_run(cqt, key):
+    Record.objects.create(key=key)
+    return key
+
+
+@task
+def logs_with_subtask(cqt, publish=True):
+    cqt.log("First log from task_a.", publish=publish)
+    cqt.subtask(logs_alone, kwargs={"publish": publish})
+    cqt.log("Second log from task_a.", publish=publish)
+    return "a"
+
+
+@task
+def logs_alone(cqt, publish=True):
+    cqt.log("Log from task_b.", publish=publish)
+    return "b"
+
+
+@task
+def returns_object(cqt):
+    return object()
+
+
+@task
+def fan_out(cqt, n, key):
+    for i in range(n):
+        cqt.subtask(counts_run, (f"{key}:{i}",))
+    return n
+
+
+@task
+def tree_with_chain(cqt, key):
+    """Subtasks a -> chained b, plus c; returns the chained task, so its result wins."""
+    cqt.subtask(counts_run, (f"{key}:c",))
+    return cqt.subtask(add, (1, 2)).chain(add_previous, (10,))
+
+
+# A tree with forced chains (django-cq's test_force_chain): a's subtasks b, e, h run one
+# after another; b's and h's chains fail, e's succeeds.
+@task
+def force_a(cqt, force_chain=True):
+    cqt.subtask(force_b).chain(force_e, force_chain=force_chain).chain(force_h, force_chain=force_chain)
+    return "a"
+
+
+@task
+def force_b(cqt):
+    return cqt.subtask(named, ("c",)).chain(failing, ("d",))
+
+
+@task
+def force_e(cqt):
+    return cqt.subtask(named, ("f",)).chain(named, ("g",))
+
+
+@task
+def force_h(cqt):
+    return cqt.subtask(named, ("i",)).chain(failing, ("j",))
+
+
+@task
+def named(cqt, name):
+    return name
