@@ -29,8 +29,8 @@ def run_ready_tasks(max_tasks: int | None = None) -> int:
     total = 0
     while max_tasks is None or total < max_tasks:
         with TestCase.captureOnCommitCallbacks(execute=True):
-            ran = worker.run_once(0)
-        if not ran:
+            heard, ran = worker.step(0)
+        if not heard and not ran:
             break
         total += ran
     return total
