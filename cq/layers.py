@@ -68,7 +68,8 @@ class RedisChannelLayer(_ChannelsRedisLayer):
         if room < len(messages):
             logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "
                            "in the database instead.", channel, len(messages) - room)
-        members = {self.serialize(message): now for message in messages[:room]}
+        # Scores rise by a microsecond per doorbell so that ZPOPMIN hands them out in order.
+        members = {self.serialize(message): now + i * 1e-6 for i, message in enumerate(messages[:room])}
         if members:
             async with connection.pipeline(transaction=False) as pipe:
                 pipe.zadd(key, members)
