@@ -21,8 +21,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import dispatch, registry
-from .exceptions import CQError
-from .models import ERROR, REVOCABLE, Task, TaskStatus
+from .exceptions import CQError, InvalidTask
+from .models import ERROR, REVOCABLE, Task, TaskStatus, result_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,13 @@ def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = 
     edited in the database is refused rather than imported.
     """
     path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
-    import_string(path)  # fail now, in the caller, rather than at failure time
+    try:
+        import_string(path)  # fail now, in the caller, rather than at failure time
+    except ImportError:
+        raise InvalidTask(f"Errorback {path!r} cannot be imported by that path; use a module-level "
+                          f"function.") from None
     entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
-    dispatch._check_json(task.func_name, errorback_arguments=entry)
+    dispatch.check_json(task.func_name, errorback_arguments=entry)
     task.errbacks = [*task.errbacks, entry]
     if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
         Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
@@ -106,9 +110,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
 
 
 def _finish(task: Task, status: TaskStatus, now: Any, **fields: Any) -> None:
-    from .execution import expiry
-
-    fields.update(status=status, finished=now, result_expiry=expiry(task, now))
+    fields.update(status=status, finished=now, result_expiry=result_expiry(task, now))
     Task.objects.filter(pk=task.pk).update(**fields)
     for name, value in fields.items():
         setattr(task, name, value)

@@ -23,8 +23,6 @@ class Settings:
     CHANNEL: str = "cq.tasks"
     #: Run ``.delay()`` inline in the caller's process (django-cq's serial mode).
     SERIAL: bool = False
-    #: Run the cron scheduler inside ``cq_runworker``.
-    SCHEDULER: bool = True
     #: Seconds a worker waits on the doorbell before it looks in the database.
     POLL_INTERVAL: float = 1.0
     #: A QUEUED task nobody claimed for this many seconds is picked up from the

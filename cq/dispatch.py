@@ -49,7 +49,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
         raise InvalidTask(f"Unknown option(s) {_names(unknown)}; delay_args() takes {_names(OPTIONS)}, "
                           f"and the task's own keyword arguments go in kwargs=.")
     args, kwargs = list(args), dict(kwargs or {})
-    _check_json(func_name, args=args, kwargs=kwargs)
+    check_json(func_name, args=args, kwargs=kwargs)
     task = Task(func_name=func_name, args=args, kwargs=kwargs, **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
@@ -85,7 +85,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
     if task.status == TaskStatus.REVOKED:
         return
     args = [*prepend_args, *task.args]
-    _check_json(task.func_name, args=args)
+    check_json(task.func_name, args=args)
     now = timezone.now()
     with transaction.atomic():
         updated = Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
@@ -134,7 +134,7 @@ def wait(task: Task, timeout: float | None = None) -> Task:
         pause = min(pause * 2, 0.2)
 
 
-def _check_json(func_name: str, **values: Any) -> None:
+def check_json(func_name: str, **values: Any) -> None:
     for what, value in values.items():
         try:
             json.dumps(value)

@@ -26,7 +26,8 @@ from . import canvas, registry
 from .conf import settings
 from .exceptions import InvalidTask, TaskNotRegistered
 from .inline import InlineTask
-from .models import Task, TaskStatus
+from .logs import flush as flush_logs
+from .models import Task, TaskStatus, result_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _record_return(task: Task, value: Any) -> None:
         canvas.settle(task.pk)
         return
     now = timezone.now()
-    _update(task, status=S.SUCCESS, result=value, error=None, finished=now, result_expiry=expiry(task, now))
+    _update(task, status=S.SUCCESS, result=value, error=None, finished=now, result_expiry=result_expiry(task, now))
     canvas.launch_next(task)
     parent_id = _parent_id(task)
     if parent_id is not None:
@@ -164,7 +165,7 @@ def _record_failure(task: Task, error: Exception, retry: bool) -> None:
                 run_after=now + timedelta(seconds=backoff), **fields)
         logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
         return
-    _update(task, status=S.FAILURE, finished=now, result_expiry=expiry(task, now), **fields)
+    _update(task, status=S.FAILURE, finished=now, result_expiry=result_expiry(task, now), **fields)
     transaction.on_commit(lambda: canvas.run_errbacks(task, error))
     canvas.launch_next(task, failed=True)
     parent_id = _parent_id(task)
@@ -179,9 +180,7 @@ def _update(task: Task, **fields: Any) -> None:
         raise _Revoked
     for name, value in fields.items():
         setattr(task, name, value)
-    from .logs import flush
-
-    flush(task)
+    flush_logs(task)
 
 
 def _parent_id(task: Task) -> Any:
@@ -189,8 +188,3 @@ def _parent_id(task: Task) -> Any:
     if task.parent_id is None:
         task.parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
     return task.parent_id
-
-
-def expiry(task: Task, finished: datetime) -> datetime | None:
-    ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL
-    return None if ttl is None else finished + timedelta(seconds=ttl)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
+from .conf import settings
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
 
 
 class TaskStatus(models.TextChoices):
@@ -186,3 +186,17 @@ class Task(models.Model):
         from .logs import log
 
         log(self, message, level=level, publish=publish, limit=limit)
+
+
+def result_expiry(task: Task, finished: datetime) -> datetime | None:
+    """When a task that finished at ``finished`` may be cleaned up (``None``: never)."""
+    ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL
+    return None if ttl is None else finished + timedelta(seconds=ttl)
+
+
+def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+          **options: Any) -> Task:
+    """django-cq's ``cq.models.delay``: the same as ``func.delay_args(args, kwargs, **options)``."""
+    from .dispatch import delay
+
+    return delay(func, args, kwargs, **options)

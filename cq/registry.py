@@ -83,7 +83,8 @@ def _matches(rule: RetryRule, error: BaseException) -> bool:
 def task(func: Callable[..., R], /) -> TaskFunction[Any, R]: ...
 @overload
 def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
-         retry_exceptions: Iterable[RetryRule] | RetryRule = ()) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
+         retry_exceptions: Iterable[RetryRule] | RetryRule = ()
+         ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
 def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, retries: int = 0,

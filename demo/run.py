@@ -64,9 +64,9 @@ def main() -> int:
     server = ensure_redis()
     django.setup()
     from django.core.management import call_command
+    from primes.tasks import prime_report
 
     from cq.models import Task
-    from primes.tasks import prime_report
 
     call_command("migrate", verbosity=0)
     worker = subprocess.Popen([sys.executable, "manage.py", "cq_runworker"], cwd=HERE)
@@ -74,7 +74,8 @@ def main() -> int:
         task = prime_report.delay(300_000, 8)
         print(f"Delayed prime_report(300000, 8) as task {task.pk}; a cq_runworker process is running it...")
         task.wait(timeout=120_000)
-        names = {str(pk): name.rsplit(".", 1)[-1] for pk, name in Task.objects.tree(task).values_list("pk", "func_name")}
+        tree = Task.objects.tree(task).values_list("pk", "func_name")
+        names = {str(pk): name.rsplit(".", 1)[-1] for pk, name in tree}
         print("\nTask tree:")
         print_tree(task, names)
         print("\nLogs rolled up to the top-level task:")

@@ -74,3 +74,18 @@ def test_two_functions_cannot_share_a_name():
         @task("echo")
         def another_echo(cqt):
             return None
+
+
+def test_errorback_that_cannot_be_imported_is_refused():
+    parent = tasks.echo.delay_args(submit=False)
+    with pytest.raises(InvalidTask, match="cannot be imported"):
+        parent.errorback(lambda task, error: None)
+    assert Task.objects.get().errbacks == []
+
+
+def test_models_delay_is_django_cqs_spelling_of_delay_args():
+    from cq.models import delay
+
+    created = delay(tasks.add, (1, 2), submit=False)
+    assert (created.status, created.args, created.func_name) == (Task.STATUS_PENDING, [1, 2],
+                                                                 "tests.testapp.tasks.add")

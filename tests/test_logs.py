@@ -42,6 +42,7 @@ def test_published_lines_reach_receivers_at_once_and_held_lines_with_the_next(dr
         drain()
     finally:
         task_log.disconnect(receiver)
+    assert task.wait().status == Task.STATUS_SUCCESS
     # Held-back lines are published together when the task's outcome is written.
     assert heard == [["First log from task_a.", "Second log from task_a."], ["Log from task_b."]]
 

@@ -33,8 +33,8 @@ def test_unknown_task_id_is_logged_and_skipped(drain, caplog):
 
 
 def test_doorbell_without_a_task_id_is_logged_and_skipped(drain, caplog):
-    from cq.layers import get_layer
     from cq.conf import settings
+    from cq.layers import get_layer
 
     doorbell.run(get_layer().send(settings.CHANNEL, {"type": "cq.task", "id": "not-a-uuid"}))
     with caplog.at_level(logging.ERROR, logger="cq.doorbell"):
