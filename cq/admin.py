@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .models import Task
+from . import registry, schedule
+from .cron import upcoming
+from .models import RepeatingTask, Task
 
 
-def _link(task_id: Any) -> str:
+def _link(task_id: Any, text: Any = None) -> str:
     if task_id is None:
         return "-"
-    return format_html('<a href="{}">{}</a>', reverse("admin:cq_task_change", args=[task_id]), task_id)
+    return format_html('<a href="{}">{}</a>', reverse("admin:cq_task_change", args=[task_id]), text or task_id)
 
 
 def _links(ids: list[Any]) -> str:
@@ -80,3 +86,64 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="Subtasks")
     def subtask_links(self, obj: Task) -> str:
         return _links(list(obj.subtasks.order_by("submitted").values_list("pk", flat=True)))
+
+
+class DatalistInput(forms.TextInput):
+    """A text input that suggests the registered task functions."""
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> str:
+        list_id = f"{name}-choices"
+        field = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join("", '<option value="{}">', ((n,) for n in registry.names()))
+        return format_html('{}<datalist id="{}">{}</datalist>', field, list_id, options)
+
+
+class RepeatingTaskForm(forms.ModelForm):
+    class Meta:
+        model = RepeatingTask
+        fields = ("func_name", "crontab", "timezone", "args", "kwargs", "enabled", "coalesce", "result_ttl")
+        widgets = {"func_name": DatalistInput(attrs={"size": 60})}
+
+
+@admin.register(RepeatingTask)
+class RepeatingTaskAdmin(admin.ModelAdmin):
+    form = RepeatingTaskForm
+    list_display = ("func_name", "crontab", "timezone", "next_runs", "last_run_link", "enabled", "coalesce")
+    list_filter = ("enabled", "func_name")
+    search_fields = ("func_name",)
+    actions = ["run_now", "enable", "disable"]
+    readonly_fields = ("next_runs", "last_run_link")
+
+    @admin.display(description="Next runs")
+    def next_runs(self, obj: RepeatingTask) -> str:
+        if not obj.enabled or obj.next_run is None:
+            return "disabled"
+        zone = ZoneInfo(obj.timezone)
+        fires = [obj.next_run, *upcoming(obj.crontab, obj.timezone, obj.next_run, 2, previous=obj.next_run)]
+        return ", ".join(f"{fire.astimezone(zone):%a %d %b %Y %H:%M %Z}" for fire in fires)
+
+    @admin.display(description="Last run", ordering="last_run")
+    def last_run_link(self, obj: RepeatingTask) -> str:
+        if obj.last_run is None:
+            return "never"
+        when = f"{obj.last_run.astimezone(ZoneInfo(obj.timezone)):%Y-%m-%d %H:%M:%S %Z}"
+        return _link(obj.last_task_id, when) if obj.last_task_id else when
+
+    @admin.action(description="Run the selected repeating tasks now")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[RepeatingTask]) -> None:
+        launched = [schedule.launch(rt, timezone.now()) for rt in queryset]
+        self.message_user(request, f"Launched {len(launched)} task(s).", messages.SUCCESS)
+
+    @admin.action(description="Enable the selected repeating tasks")
+    def enable(self, request: HttpRequest, queryset: QuerySet[RepeatingTask]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable the selected repeating tasks")
+    def disable(self, request: HttpRequest, queryset: QuerySet[RepeatingTask]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[RepeatingTask], enabled: bool) -> None:
+        for rt in queryset:
+            rt.enabled = enabled
+            rt.save()  # reschedules, or clears next_run
+        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {len(queryset)} repeating task(s).")

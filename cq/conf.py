@@ -23,6 +23,12 @@ class Settings:
     CHANNEL: str = "cq.tasks"
     #: Run ``.delay()`` inline in the caller's process (django-cq's serial mode).
     SERIAL: bool = False
+    #: Run the scheduler (repeating and delayed tasks) in a thread of ``cq_runworker``.
+    SCHEDULER: bool = True
+    #: Longest sleep of the scheduler, in seconds: how soon it sees rows edited in the admin.
+    SCHEDULER_INTERVAL: float = 1.0
+    #: Seconds the scheduler's leader lease lasts without renewal (another takes over after).
+    SCHEDULER_LEASE: float = 10.0
     #: Seconds a worker waits on the doorbell before it looks in the database.
     POLL_INTERVAL: float = 1.0
     #: A QUEUED task nobody claimed for this many seconds is picked up from the

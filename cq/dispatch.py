@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings as settings_django
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from .inline import InlineTask
 
 #: Row fields a caller may set through ``delay_args(**options)``.
-OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain"})
+OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta"})
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
@@ -50,7 +52,8 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
                           f"and the task's own keyword arguments go in kwargs=.")
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
-    task = Task(func_name=func_name, args=args, kwargs=kwargs, **options)
+    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
+    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
         task.parent = parent = previous.parent
@@ -64,12 +67,30 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     if launch_now:
         task.status = TaskStatus.QUEUED
     task.save(force_insert=True)
-    if launch_now:
+    if launch_now and (run_after is None or run_after <= task.submitted):
         doorbell.ring_on_commit([task.pk])
     elif submit and previous is not None:
         # The previous task may have finished while this row was being written.
         transaction.on_commit(lambda: launch_if_previous_done(task))
     return task
+
+
+def _run_after(countdown: Any, eta: Any) -> datetime | None:
+    """When a delayed task may run: ``countdown`` seconds from now, or at ``eta``.
+
+    A naive ``eta`` is read in the current time zone, as Django's forms do.
+    """
+    if countdown is not None and eta is not None:
+        raise InvalidTask("Give countdown= or eta=, not both.")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float) or countdown < 0:
+            raise InvalidTask(f"countdown= takes a number of seconds, 0 or more, not {countdown!r}.")
+        return timezone.now() + timedelta(seconds=countdown)
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise InvalidTask(f"eta= takes a datetime, not {eta!r}.")
+        return timezone.make_aware(eta) if timezone.is_naive(eta) and settings_django.USE_TZ else eta
+    return None
 
 
 def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:

@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Any
 
+import redis
+import redis.sentinel
 from channels.layers import BaseChannelLayer, channel_layers
 from channels_redis.core import RedisChannelLayer as _ChannelsRedisLayer
 from django.conf import settings as django_settings
@@ -84,6 +86,20 @@ def get_layer() -> BaseChannelLayer:
     if alias in getattr(django_settings, "CHANNEL_LAYERS", {}):
         return channel_layers[alias]
     return _default_layer(settings.REDIS_URL)
+
+
+def redis_client(layer: BaseChannelLayer) -> tuple[redis.Redis, str] | None:
+    """A plain Redis client on the layer's first host and the layer's key prefix;
+    ``None`` for a layer that does not keep its messages in Redis."""
+    if not isinstance(layer, _ChannelsRedisLayer):
+        return None
+    host = dict(layer.hosts[0])
+    if "address" in host:
+        return redis.Redis.from_url(host.pop("address"), **host), layer.prefix
+    if "master_name" in host:
+        sentinel = redis.sentinel.Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+        return sentinel.master_for(host.pop("master_name"), **host), layer.prefix
+    return redis.Redis(**host), layer.prefix
 
 
 @functools.cache

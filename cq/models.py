@@ -18,6 +18,7 @@ from django.db import models
 from django.utils import timezone
 
 from .conf import settings
+from .cron import validate_crontab, validate_timezone
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
 
 
@@ -186,6 +187,73 @@ class Task(models.Model):
         from .logs import log
 
         log(self, message, level=level, publish=publish, limit=limit)
+
+
+def _default_timezone() -> str:
+    from django.conf import settings as django_settings
+
+    return django_settings.TIME_ZONE or "UTC"
+
+
+class RepeatingTask(models.Model):
+    """A task function run on a cron schedule by the scheduler."""
+
+    crontab = models.CharField(max_length=100, default="* * * * *", validators=[validate_crontab],
+                               help_text="Minute Hour Day-of-month Month Day-of-week, e.g. 30 3 * * *")
+    func_name = models.CharField("function", max_length=255, help_text="A registered task function.")
+    args = models.JSONField(default=list, blank=True, help_text="A JSON list of positional arguments.")
+    kwargs = models.JSONField(default=dict, blank=True, help_text="A JSON object of keyword arguments.")
+    enabled = models.BooleanField(default=True)
+    coalesce = models.BooleanField(default=True, help_text="Skip a run while an earlier one is still active.")
+    result_ttl = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds to keep each run's task.")
+    timezone = models.CharField(max_length=63, default=_default_timezone, validators=[validate_timezone],
+                                help_text="The crontab is read in this time zone.")
+    last_run = models.DateTimeField(null=True, blank=True)
+    next_run = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_task = models.ForeignKey(Task, models.SET_NULL, null=True, blank=True, related_name="+")
+
+    def __str__(self) -> str:
+        arguments = [*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs.items())]
+        return f"{self.func_name}({', '.join(arguments)}) [{self.crontab}]"
+
+    def clean(self) -> None:
+        from .schedule import validate_repeating_task
+
+        validate_repeating_task(self)
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> RepeatingTask:
+        instance = super().from_db(db, field_names, values)
+        loaded = instance.__dict__
+        instance._loaded_schedule = (loaded.get("crontab"), loaded.get("timezone"), loaded.get("enabled"))
+        return instance
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Rows written by the admin or code get their next run here; data migrations,
+        # whose historical models lack this method, go through schedule_task().
+        if "update_fields" not in kwargs:
+            from .schedule import reschedule
+
+            reschedule(self)
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def schedule(cls, crontab: str, func: Callable[..., Any] | str, args: Iterable[Any] = (),
+                 kwargs: dict[str, Any] | None = None, **fields: Any) -> RepeatingTask:
+        return schedule_task(cls, crontab, func, args, kwargs, **fields)
+
+
+def schedule_task(cls: type[models.Model], crontab: str, func: Callable[..., Any] | str, args: Iterable[Any] = (),
+                  kwargs: dict[str, Any] | None = None, **fields: Any) -> Any:
+    """Create a repeating task; usable in a data migration with ``apps.get_model("cq", "RepeatingTask")``.
+
+    Raises:
+        ValidationError: a bad crontab, time zone or arguments.
+        TaskNotRegistered: ``func`` is not a registered task function.
+    """
+    from .schedule import build_repeating_task
+
+    return build_repeating_task(cls, crontab, func, args, kwargs, **fields)
 
 
 def result_expiry(task: Task, finished: datetime) -> datetime | None:

@@ -66,7 +66,7 @@ def main() -> int:
     from django.core.management import call_command
     from primes.tasks import prime_report
 
-    from cq.models import Task
+    from cq.models import RepeatingTask, Task
 
     call_command("migrate", verbosity=0)
     worker = subprocess.Popen([sys.executable, "manage.py", "cq_runworker"], cwd=HERE)
@@ -83,6 +83,8 @@ def main() -> int:
             origin = names[record.get("origin", str(task.pk))]
             print(f"  {record['timestamp'][11:23]} {origin:<13} {record['message']}")
         print(f"\nResult: {task.result}  ({task.get_status_display()})")
+        for rt in RepeatingTask.objects.filter(enabled=True):
+            print(f"Repeating: {rt}, next run {rt.next_run:%Y-%m-%d %H:%M %Z}")
         return 0 if task.status == Task.STATUS_SUCCESS else 1
     finally:
         worker.send_signal(signal.SIGTERM)

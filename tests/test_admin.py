@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from cq.models import Task
+from cq import schedule
+from cq.models import RepeatingTask, Task, schedule_task
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,3 +61,60 @@ def test_tasks_cannot_be_added_or_edited(staff_client):
     assert response.status_code == 403
     task.refresh_from_db()
     assert task.status == Task.STATUS_QUEUED
+
+
+def repeating_form(**fields):
+    data = {"func_name": "echo", "crontab": "30 3 * * *", "timezone": "UTC", "args": "[]", "kwargs": "{}",
+            "enabled": "on", "coalesce": "on", "result_ttl": ""}
+    data.update(fields)
+    return data
+
+
+def test_repeating_task_add_form_offers_registered_functions(staff_client):
+    page = staff_client.get(reverse("admin:cq_repeatingtask_add")).content.decode()
+    assert 'list="func_name-choices"' in page
+    assert '<option value="tests.testapp.tasks.add">' in page
+
+
+def test_repeating_task_is_created_from_the_admin_with_its_next_run(staff_client):
+    response = staff_client.post(reverse("admin:cq_repeatingtask_add"), repeating_form(args='["x"]'))
+    assert response.status_code == 302
+    rt = RepeatingTask.objects.get(func_name="echo")
+    assert (rt.args, rt.next_run.hour, rt.next_run.minute) == (["x"], 3, 30)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("crontab", "every day", "has 2 field(s); a crontab has 5"),
+    ("crontab", "99 * * * *", "is not a valid crontab"),
+    ("func_name", "os.system", "No task function is registered as &#x27;os.system&#x27;"),
+    ("timezone", "Mars/Base", "not a known time zone"),
+    ("args", "{\"a\": 1}", "must be a JSON list"),
+    ("kwargs", "[1", "Enter a valid JSON"),
+])
+def test_repeating_task_form_shows_clear_errors(staff_client, field, value, message):
+    response = staff_client.post(reverse("admin:cq_repeatingtask_add"), repeating_form(**{field: value}))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not RepeatingTask.objects.filter(func_name__in=["echo", "os.system"]).exists()
+
+
+def test_repeating_task_list_shows_next_runs_and_last_run_link(staff_client):
+    rt = schedule_task(RepeatingTask, "0 12 * * *", tasks.echo, timezone="Europe/Paris")
+    task = schedule.launch(rt, timezone.now())
+    page = staff_client.get(reverse("admin:cq_repeatingtask_changelist")).content.decode()
+    assert page.count(" 12:00 CE") == 3  # three next runs, in the task's own zone (CET or CEST)
+    assert reverse("admin:cq_task_change", args=[task.pk]) in page
+
+
+def test_repeating_task_actions_run_now_disable_and_enable(staff_client):
+    rt = schedule_task(RepeatingTask, "0 12 * * *", tasks.echo)
+    url = reverse("admin:cq_repeatingtask_changelist")
+    staff_client.post(url, {"action": "run_now", "_selected_action": [rt.pk]})
+    rt.refresh_from_db()
+    assert rt.last_task.status == Task.STATUS_QUEUED
+    staff_client.post(url, {"action": "disable", "_selected_action": [rt.pk]})
+    rt.refresh_from_db()
+    assert (rt.enabled, rt.next_run) == (False, None)
+    staff_client.post(url, {"action": "enable", "_selected_action": [rt.pk]})
+    rt.refresh_from_db()
+    assert rt.enabled and rt.next_run.hour == 12

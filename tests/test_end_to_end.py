@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from cq.models import Task
+from cq.models import RepeatingTask, Task, schedule_task
+from tests.helpers import eventually
 from tests.testapp import tasks
 from tests.testapp.models import Record
 
@@ -29,10 +30,8 @@ def start_worker(*extra: str) -> subprocess.Popen[bytes]:
 
 
 def wait_until_done(ids: list, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while Task.objects.filter(pk__in=ids).exclude(status__in=Task.STATUS_DONE).exists():
-        assert time.monotonic() < deadline, "tasks did not finish in time"
-        time.sleep(0.05)
+    eventually(lambda: not Task.objects.filter(pk__in=ids).exclude(status__in=Task.STATUS_DONE).exists(),
+               deadline_s, "the tasks to finish")
 
 
 def stop(worker: subprocess.Popen[bytes]) -> str:
@@ -87,3 +86,18 @@ def test_burst_runs_what_is_ready_and_exits():
     assert b"Ran 4 task(s)." in output
     task.refresh_from_db()
     assert (task.status, task.result) == (Task.STATUS_SUCCESS, 13)
+
+
+def test_worker_runs_a_due_repeating_task_and_advances_its_schedule():
+    rt = schedule_task(RepeatingTask, "*/5 * * * *", tasks.add, args=(20, 22), coalesce=False)
+    RepeatingTask.objects.filter(pk=rt.pk).update(next_run=timezone.now())
+    worker = start_worker()
+    try:
+        rt = eventually(lambda: RepeatingTask.objects.filter(pk=rt.pk, last_task__status="S").first(), 30,
+                        "the repeating task to run")
+    finally:
+        output = stop(worker)
+    assert worker.returncode == 0, output
+    assert rt.last_task.result == 42
+    assert rt.last_run <= rt.last_task.started
+    assert rt.next_run > rt.last_run and rt.next_run.minute % 5 == 0

@@ -6,9 +6,13 @@ succeed, the chained ``report`` adds their counts up.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from math import isqrt
 
+from django.utils import timezone
+
 from cq import task
+from cq.models import Task
 
 
 def is_prime(n: int) -> bool:
@@ -44,3 +48,13 @@ def prime_report(cqt, below: int, slices: int) -> dict:
     """The whole job as one tree: count in slices, then report; takes the report's result."""
     cqt.log(f"Counting primes below {below}")
     return cqt.subtask(count_primes, (below, slices)).chain(report)
+
+
+@task
+def purge_old_reports(cqt, days: int = 7) -> int:
+    """Nightly (see the data migration primes/0001): delete report trees older than ``days``."""
+    old = Task.objects.done(func_name=prime_report.name, top__isnull=True,
+                            finished__lt=timezone.now() - timedelta(days=days))
+    deleted, _ = old.delete()  # subtasks go with their top-level task
+    cqt.log(f"Deleted {deleted} task rows older than {days} days")
+    return deleted

@@ -1,0 +1,185 @@
+"""Repeating tasks: scheduling, firing exactly once, coalescing, missed runs; delayed tasks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.utils import timezone
+
+from cq import schedule
+from cq.exceptions import InvalidTask, TaskNotRegistered
+from cq.models import RepeatingTask, Task, schedule_task
+from cq.scheduler import Scheduler
+from tests.helpers import eventually
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def due_now(rt: RepeatingTask, ago: timedelta = timedelta(0)) -> RepeatingTask:
+    RepeatingTask.objects.filter(pk=rt.pk).update(next_run=timezone.now() - ago)
+    rt.refresh_from_db()
+    return rt
+
+
+def test_schedule_task_sets_the_next_run_from_the_crontab():
+    before = timezone.now()
+    rt = schedule_task(RepeatingTask, "*/5 * * * *", tasks.add, args=(1, 2), timezone="UTC")
+    assert rt.func_name == "tests.testapp.tasks.add"
+    assert rt.next_run > before and rt.next_run.minute % 5 == 0 and rt.next_run.second == 0
+    assert rt.next_run - before <= timedelta(minutes=5)
+
+
+def test_repeating_task_schedule_classmethod_and_default_time_zone(settings):
+    settings.TIME_ZONE = "Asia/Tokyo"
+    rt = RepeatingTask.schedule("0 9 * * *", "echo")
+    assert rt.timezone == "Asia/Tokyo"
+    assert rt.next_run.astimezone(timezone.get_fixed_timezone(9 * 60)).hour == 9
+
+
+def test_schedule_task_refuses_bad_input_and_writes_nothing():
+    count = RepeatingTask.objects.count()
+    with pytest.raises(ValidationError, match="crontab"):
+        schedule_task(RepeatingTask, "every day", tasks.echo)
+    with pytest.raises(TaskNotRegistered):
+        schedule_task(RepeatingTask, "* * * * *", "no.such.task")
+    with pytest.raises(ValidationError, match="not a known time zone"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, timezone="Nowhere/City")
+    with pytest.raises(ValidationError, match="Not JSON-serialisable"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, args=[object()])
+    with pytest.raises(ValidationError, match="JSON object"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, kwargs=["not", "a", "dict"])
+    assert RepeatingTask.objects.count() == count
+
+
+def test_schedule_task_in_a_real_data_migration():
+    # The test database was built by running tests/testapp's migrations, 0002 among them;
+    # run that migration back and forth to see it work on the historical model.
+    call_command("migrate", "testapp", "0001", verbosity=0)
+    assert not RepeatingTask.objects.filter(func_name="tests.testapp.tasks.named").exists()
+    call_command("migrate", "testapp", verbosity=0)
+    rt = RepeatingTask.objects.get(func_name="tests.testapp.tasks.named")
+    assert (rt.args, rt.timezone, rt.coalesce, rt.enabled) == (["new year"], "Europe/Paris", False, True)
+    paris = rt.next_run.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    assert (paris.month, paris.day, paris.hour, paris.minute) == (1, 1, 0, 0)
+
+
+def test_editing_the_crontab_reschedules_and_disabling_clears_the_next_run():
+    rt = schedule_task(RepeatingTask, "0 3 * * *", tasks.echo, timezone="UTC")
+    rt = RepeatingTask.objects.get(pk=rt.pk)
+    rt.args = ["unchanged schedule"]
+    rt.save()
+    assert rt.next_run.hour == 3
+    rt.crontab = "0 4 * * *"
+    rt.save()
+    assert rt.next_run.hour == 4
+    rt.enabled = False
+    rt.save()
+    assert rt.next_run is None
+    rt.enabled = True
+    rt.save()
+    assert rt.next_run.hour == 4
+
+
+def test_a_due_slot_fires_once_even_when_two_schedulers_try_it(drain):
+    rt = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.add, args=(2, 2), coalesce=False))
+    stale_copy = RepeatingTask.objects.get(pk=rt.pk)
+    now = timezone.now()
+    task = schedule.fire(rt, now)
+    assert task is not None
+    assert schedule.fire(stale_copy, now) is None
+    drain()
+    rt.refresh_from_db()
+    assert (rt.last_task_id, rt.last_run) == (task.pk, now)
+    assert rt.next_run > now
+    assert task.wait().result == 4
+
+
+def test_missed_runs_fire_once_on_restart():
+    rt = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.noop, coalesce=False), ago=timedelta(hours=3))
+    now = timezone.now()
+    Scheduler(lease=_no_lease()).tick()
+    assert Task.objects.filter(func_name="tests.testapp.tasks.noop").count() == 1
+    rt.refresh_from_db()
+    assert now < rt.next_run <= now + timedelta(minutes=1)
+
+
+def test_coalescing_task_does_not_launch_while_an_earlier_run_is_active(drain):
+    rt = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.noop, coalesce=True))
+    first = schedule.fire(rt, timezone.now())
+    assert first is not None
+    assert schedule.fire(due_now(rt), timezone.now()) is None  # the first run is still queued
+    drain()
+    assert schedule.fire(due_now(rt), timezone.now()) is not None
+    assert Task.objects.filter(func_name="tests.testapp.tasks.noop").count() == 2
+
+
+def test_delayed_task_does_not_run_before_its_time(drain):
+    task = tasks.add.delay_args((1, 1), countdown=3600)
+    assert drain() == 0
+    task.refresh_from_db()
+    assert task.status == Task.STATUS_QUEUED
+    assert task.run_after - task.submitted >= timedelta(seconds=3599)
+    assert schedule.release_delayed(timezone.now()) == 0
+    # When its time comes the scheduler rings its doorbell.
+    Task.objects.filter(pk=task.pk).update(run_after=timezone.now())
+    assert schedule.release_delayed(timezone.now()) == 1
+    assert drain() == 1
+    assert task.wait().result == 2
+
+
+def test_delayed_task_with_an_eta_runs_once_due_through_the_scheduler_thread(drain):
+    eta = timezone.now() + timedelta(seconds=1)
+    task = tasks.add.delay_args((2, 3), eta=eta)
+    scheduler = Scheduler(lease=_no_lease(), interval=0.05)
+    thread = threading.Thread(target=scheduler.run)
+    thread.start()
+    try:
+        eventually(drain, 10, "the delayed task to run")
+    finally:
+        scheduler.stop()
+        thread.join()
+    task.wait()
+    assert task.result == 5
+    assert task.started >= eta
+
+
+def test_revoking_a_delayed_task_before_it_is_due_prevents_it(drain):
+    task = tasks.add.delay_args((1, 1), countdown=3600)
+    task.revoke()
+    Task.objects.filter(pk=task.pk).update(run_after=timezone.now())
+    schedule.release_delayed(timezone.now())
+    assert drain() == 0
+    assert task.wait().status == Task.STATUS_REVOKED
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"countdown": -1}, "0 or more"),
+    ({"countdown": "soon"}, "number of seconds"),
+    ({"eta": "tomorrow"}, "takes a datetime"),
+    ({"countdown": 1, "eta": datetime(2030, 1, 1, tzinfo=UTC)}, "not both"),
+])
+def test_bad_countdown_or_eta_is_refused(options, message):
+    with pytest.raises(InvalidTask, match=message):
+        tasks.echo.delay_args(**options)
+    assert not Task.objects.exists()
+
+
+def test_naive_eta_is_read_in_the_current_time_zone(settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    timezone.activate("Europe/Paris")
+    try:
+        task = tasks.echo.delay_args(eta=datetime(2030, 7, 1, 12, 0))
+    finally:
+        timezone.deactivate()
+    assert task.run_after == datetime(2030, 7, 1, 10, 0, tzinfo=UTC)
+
+
+def _no_lease():
+    from cq.lease import Lease
+
+    return Lease(None, "")
