@@ -222,8 +222,8 @@ class RepeatingTask(models.Model):
         validate_repeating_task(self)
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> RepeatingTask:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: str | None, field_names: Any, values: Any, **kwargs: Any) -> RepeatingTask:
+        instance = super().from_db(db, field_names, values, **kwargs)
         loaded = instance.__dict__
         instance._loaded_schedule = (loaded.get("crontab"), loaded.get("timezone"), loaded.get("enabled"))
         return instance
