@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 
 from . import dispatch, registry
 from .exceptions import CQError, InvalidTask
-from .models import ERROR, REVOCABLE, Task, TaskStatus, result_expiry
+from .models import ERROR, REVOCABLE, Task, TaskStatus, Worker, result_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +116,13 @@ def _finish(task: Task, status: TaskStatus, now: Any, **fields: Any) -> None:
         setattr(task, name, value)
 
 
-def revoke(task: Task) -> None:
+def revoke(task: Task, terminate: bool = False) -> None:
     """Revoke ``task`` and every task under it or chained after it that has not finished.
 
     A revoked task is never run; one already running finishes, but its outcome is
-    not recorded and an atomic task's writes are rolled back. A waiting parent of
-    ``task`` ends INCOMPLETE.
+    not recorded and an atomic task's writes are rolled back; with ``terminate``
+    its worker process is killed instead. A waiting parent of ``task`` ends
+    INCOMPLETE.
     """
     ids, frontier = {task.pk}, [task.pk]
     while frontier:
@@ -129,8 +130,11 @@ def revoke(task: Task) -> None:
                     .values_list("pk", flat=True) if pk not in ids]
         ids.update(frontier)
     with transaction.atomic():
+        running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker"))
         Task.objects.filter(pk__in=ids, status__in=REVOCABLE).update(
             status=TaskStatus.REVOKED, finished=timezone.now())
+        for pk, worker in running if terminate else ():
+            Worker.objects.filter(name=worker).update(terminate_task=pk)
         parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
         if parent_id is not None and parent_id not in ids:
             settle(parent_id)

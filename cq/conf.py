@@ -29,6 +29,17 @@ class Settings:
     SCHEDULER_INTERVAL: float = 1.0
     #: Seconds the scheduler's leader lease lasts without renewal (another takes over after).
     SCHEDULER_LEASE: float = 10.0
+    #: Seconds between a supervisor's heartbeats for its worker processes.
+    HEARTBEAT_INTERVAL: float = 5.0
+    #: A worker silent for this many seconds is dead; its running tasks become LOST.
+    WORKER_TIMEOUT: float = 30.0
+    #: Seconds running tasks get to finish after SIGTERM before their processes are killed.
+    SHUTDOWN_GRACE: float = 30.0
+    #: Default hard and soft time limits of a task, in seconds (``None``: no limit).
+    TIME_LIMIT: float | None = None
+    SOFT_TIME_LIMIT: float | None = None
+    #: Seconds between the sweeper's passes (lost tasks, expired results).
+    SWEEP_INTERVAL: float = 10.0
     #: Seconds a worker waits on the doorbell before it looks in the database.
     POLL_INTERVAL: float = 1.0
     #: A QUEUED task nobody claimed for this many seconds is picked up from the

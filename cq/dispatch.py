@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .inline import InlineTask
 
 #: Row fields a caller may set through ``delay_args(**options)``.
-OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta"})
+OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue"})
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
@@ -53,7 +53,10 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
     run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
-    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, **options)
+    queue = options.pop("queue", None) or registry.get(func_name).queue
+    if not registry.QUEUE_NAME.fullmatch(queue):
+        raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
         task.parent = parent = previous.parent
@@ -68,7 +71,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
         task.status = TaskStatus.QUEUED
     task.save(force_insert=True)
     if launch_now and (run_after is None or run_after <= task.submitted):
-        doorbell.ring_on_commit([task.pk])
+        doorbell.ring_on_commit([(task.pk, task.queue)])
     elif submit and previous is not None:
         # The previous task may have finished while this row was being written.
         transaction.on_commit(lambda: launch_if_previous_done(task))
@@ -102,7 +105,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
         DuplicateSubmitError: the task is not PENDING (already submitted, or finished).
         InvalidTask: ``prepend_args`` are not JSON.
     """
-    task.refresh_from_db(fields=["status", "args"])
+    task.refresh_from_db(fields=["status", "args", "queue"])
     if task.status == TaskStatus.REVOKED:
         return
     args = [*prepend_args, *task.args]
@@ -115,17 +118,18 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
             task.refresh_from_db(fields=["status"])
             raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
                                        f"it cannot be submitted again.")
-        doorbell.ring_on_commit([task.pk])
+        doorbell.ring_on_commit([(task.pk, task.queue)])
     task.status, task.args, task.submitted = TaskStatus.QUEUED, args, now
 
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
     """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
-    ids = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", flat=True))
+    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue"))
+    ids = [pk for pk, _queue in found]
     if ids:
         Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(
             status=TaskStatus.QUEUED, submitted=timezone.now())
-        doorbell.ring_on_commit(ids)
+        doorbell.ring_on_commit(found)
     return ids
 
 

@@ -9,6 +9,7 @@ daemon thread. channels-redis keeps its connection pool per event loop, so
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MESSAGE_TYPE = "cq.task"
+DEFAULT_QUEUE = "default"
 #: How long a caller waits for Redis before giving up on a doorbell.
 SEND_TIMEOUT = 5.0
 
@@ -58,42 +60,49 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     return loop.run(coro, timeout)
 
 
-def ring(task_ids: Iterable[Any]) -> None:
-    """Tell workers these tasks are ready. Never raises: a lost doorbell only delays a task,
-    because workers also find QUEUED rows in the database (after ``CQ_QUEUED_GRACE`` seconds).
+def channel(queue: str) -> str:
+    """The channel of a queue's doorbells: ``CQ_CHANNEL`` for "default", ``CQ_CHANNEL.<queue>`` otherwise."""
+    return settings.CHANNEL if queue == DEFAULT_QUEUE else f"{settings.CHANNEL}.{queue}"
+
+
+def ring(task_ids: Iterable[Any], queue: str = DEFAULT_QUEUE) -> None:
+    """Tell workers of ``queue`` these tasks are ready. Never raises: a lost doorbell only delays
+    a task, because workers also find QUEUED rows in the database (after ``CQ_QUEUED_GRACE`` s).
     """
     messages = [{"type": MESSAGE_TYPE, "id": str(task_id)} for task_id in task_ids]
     if not messages:
         return
     try:
-        run(_send(messages), SEND_TIMEOUT)
+        run(_send(channel(queue), messages), SEND_TIMEOUT)
     except Exception as error:
         logger.warning("Could not ring the doorbell of %d task(s) (%s: %s); they stay QUEUED and a "
                        "worker will pick them up from the database.", len(messages), type(error).__name__, error)
 
 
-def ring_on_commit(task_ids: Iterable[Any]) -> None:
-    """Ring once the current transaction commits (at once in autocommit mode)."""
-    ids = list(task_ids)
-    if ids:
-        transaction.on_commit(lambda: ring(ids))
+def ring_on_commit(tasks: Iterable[tuple[Any, str]]) -> None:
+    """Ring for ``(task_id, queue)`` pairs once the current transaction commits (at once in autocommit)."""
+    by_queue: dict[str, list[Any]] = {}
+    for task_id, queue in tasks:
+        by_queue.setdefault(queue, []).append(task_id)
+    for queue, ids in by_queue.items():
+        transaction.on_commit(functools.partial(ring, ids, queue))
 
 
-async def _send(messages: list[dict[str, str]]) -> None:
+async def _send(name: str, messages: list[dict[str, str]]) -> None:
     layer = get_layer()
     if hasattr(layer, "send_many"):
-        await layer.send_many(settings.CHANNEL, messages)
+        await layer.send_many(name, messages)
     else:
         for message in messages:
-            await layer.send(settings.CHANNEL, message)
+            await layer.send(name, message)
 
 
-def listen(count: int, timeout: float) -> list[str]:
-    """Wait up to ``timeout`` seconds for doorbells and return up to ``count`` task ids.
+def listen(queues: Iterable[str], count: int, timeout: float) -> list[str]:
+    """Wait up to ``timeout`` seconds for doorbells of ``queues``; return up to ``count`` task ids.
 
     Raises whatever the channel layer raises (Redis down, for one): the worker backs off.
     """
-    messages = run(_receive(count, timeout), timeout + SEND_TIMEOUT)
+    messages = run(_receive([channel(q) for q in queues], count, timeout), timeout + SEND_TIMEOUT)
     ids = []
     for message in messages:
         try:
@@ -103,11 +112,13 @@ def listen(count: int, timeout: float) -> list[str]:
     return ids
 
 
-async def _receive(count: int, timeout: float) -> list[dict[str, Any]]:
+async def _receive(channels: list[str], count: int, timeout: float) -> list[dict[str, Any]]:
     layer = get_layer()
     if hasattr(layer, "receive_many"):
-        return await layer.receive_many(settings.CHANNEL, count, timeout)
-    try:
-        return [await asyncio.wait_for(layer.receive(settings.CHANNEL), max(timeout, 0.01))]
-    except TimeoutError:
-        return []
+        return await layer.receive_many(channels, count, timeout)
+    # Any other layer: one message, from the first channel that has one.
+    waits = [asyncio.ensure_future(layer.receive(name)) for name in channels]
+    done, pending = await asyncio.wait(waits, timeout=max(timeout, 0.01), return_when=asyncio.FIRST_COMPLETED)
+    for future in pending:
+        future.cancel()
+    return [future.result() for future in done]

@@ -26,3 +26,15 @@ class DuplicateSubmitError(CQError):
 
 class ConfigurationError(CQError, ImproperlyConfigured):
     """cq's settings are not usable."""
+
+
+class SoftTimeLimitExceeded(CQError):
+    """The task ran past its soft time limit; catch it to clean up before the hard limit."""
+
+
+class TimeLimitExceeded(CQError):
+    """The task ran past its hard time limit and its worker process was killed."""
+
+
+class TaskLost(CQError):
+    """The worker running the task stopped before the task finished."""

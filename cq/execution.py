@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +28,7 @@ from django.utils import timezone
 
 from . import canvas, registry
 from .conf import settings
-from .exceptions import InvalidTask, TaskNotRegistered
+from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
 from .inline import InlineTask
 from .logs import flush as flush_logs
 from .models import Task, TaskStatus, result_expiry
@@ -59,14 +63,14 @@ def claim(task_id: str, worker: str) -> Task | None:
     return Task.objects.get(pk=task_id)
 
 
-def claim_due(worker: str, grace: float, limit: int = 1) -> list[Task]:
+def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> list[Task]:
     """Take up to ``limit`` tasks that are due but were not claimed through a doorbell:
     QUEUED for ``grace`` seconds or more (their doorbell was lost), or RETRY whose time has come.
     """
     now = timezone.now()
     due = (Q(status=S.QUEUED, submitted__lte=now - timedelta(seconds=grace)) | Q(status=S.RETRY)) & _ready(now)
     with transaction.atomic():
-        ids = list(Task.objects.select_for_update(skip_locked=True).filter(due)
+        ids = list(Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues)
                    .order_by("submitted").values_list("pk", flat=True)[:limit])
         if not ids:
             return []
@@ -95,9 +99,12 @@ def _run(task: Task) -> None:
     try:
         if fn.atomic:
             with transaction.atomic():
-                _record_return(task, fn.func(task, *task.args, **task.kwargs))
+                with _soft_time_limit(fn):
+                    value = fn.func(task, *task.args, **task.kwargs)
+                _record_return(task, value)
         else:
-            value = fn.func(task, *task.args, **task.kwargs)
+            with _soft_time_limit(fn):
+                value = fn.func(task, *task.args, **task.kwargs)
             with transaction.atomic():
                 _record_return(task, value)
     except _Revoked:
@@ -147,12 +154,57 @@ def _wait_on(task: Task, child: Task) -> None:
     canvas.settle(task.pk)
 
 
-def _fail(task: Task, error: Exception, retry: bool) -> None:
+@contextmanager
+def _soft_time_limit(fn: registry.TaskFunction[Any, Any]) -> Iterator[None]:
+    """Raise ``SoftTimeLimitExceeded`` in the task once its soft limit passes (main thread only:
+    it takes SIGALRM, so a worker thread inside a test runs without it)."""
+    seconds = fn.soft_time_limit or settings.SOFT_TIME_LIMIT
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded(f"Task {fn.name!r} ran past its soft time limit of {seconds} s.")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def hard_time_limit(task: Task) -> float | None:
+    """Seconds after which the supervisor kills the process running ``task``."""
+    fn = registry.lookup(task.func_name)
+    return (fn and fn.time_limit) or settings.TIME_LIMIT
+
+
+def abandon(task_id: Any, worker: str, error: CQError, *, lost: bool) -> None:
+    """Record the end of a task whose worker process is gone: LOST (retried with ``retry_on_lost``),
+    or FAILURE for one killed at its hard time limit (retried by its retry rules). Only a row still
+    RUNNING on ``worker`` is touched."""
+    task = Task.objects.filter(pk=task_id, status=S.RUNNING, worker=worker).first()
+    if task is None:
+        return
+    fn = registry.lookup(task.func_name)
+    if lost:
+        retry = fn is not None and fn.should_retry_lost(task.retries)
+    else:
+        retry = fn is not None and fn.should_retry(error, task.retries)
+    try:
+        _fail(task, error, retry, status=S.LOST if lost else S.FAILURE)
+    except _Revoked:
+        pass
+
+
+def _fail(task: Task, error: Exception, retry: bool, status: TaskStatus = S.FAILURE) -> None:
     with transaction.atomic():
-        _record_failure(task, error, retry)
+        _record_failure(task, error, retry, status)
 
 
-def _record_failure(task: Task, error: Exception, retry: bool) -> None:
+def _record_failure(task: Task, error: Exception, retry: bool, status: TaskStatus = S.FAILURE) -> None:
     now = timezone.now()
     fields: dict[str, Any] = {
         "error": str(error),
@@ -165,7 +217,7 @@ def _record_failure(task: Task, error: Exception, retry: bool) -> None:
                 run_after=now + timedelta(seconds=backoff), **fields)
         logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
         return
-    _update(task, status=S.FAILURE, finished=now, result_expiry=result_expiry(task, now), **fields)
+    _update(task, status=status, finished=now, result_expiry=result_expiry(task, now), **fields)
     transaction.on_commit(lambda: canvas.run_errbacks(task, error))
     canvas.launch_next(task, failed=True)
     parent_id = _parent_id(task)

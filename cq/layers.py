@@ -36,22 +36,23 @@ class RedisChannelLayer(_ChannelsRedisLayer):
     def __init__(self, **config: Any) -> None:
         super().__init__(**{**DOORBELL_LAYER_CONFIG, **config})
 
-    async def receive_many(self, channel: str, count: int, timeout: float) -> list[dict[str, Any]]:
-        """Up to ``count`` messages from ``channel``, waiting at most ``timeout`` seconds for the first."""
-        assert "!" not in channel, "receive_many serves normal channels only"
-        key = self.prefix + channel
+    async def receive_many(self, channels: list[str], count: int, timeout: float) -> list[dict[str, Any]]:
+        """Up to ``count`` messages from ``channels`` (earlier ones first), waiting at most ``timeout``
+        seconds for the first."""
+        assert not any("!" in name for name in channels), "receive_many serves normal channels only"
+        keys = [self.prefix + name for name in channels]
         messages: list[dict[str, Any]] = []
         for _ in range(self.ring_size):
             connection = self.connection(next(self._receive_index_generator))
-            popped = await connection.zpopmin(key, count - len(messages))
-            messages.extend(self.deserialize(member) for member, _score in popped)
-            if len(messages) >= count:
-                return messages
+            for key in keys:
+                popped = await connection.zpopmin(key, count - len(messages))
+                messages.extend(self.deserialize(member) for member, _score in popped)
+                if len(messages) >= count:
+                    return messages
         if messages or timeout <= 0:
             return messages
         connection = self.connection(next(self._receive_index_generator))
-        # BZPOPMIN takes whole seconds on old servers; Redis 6+ accepts a float.
-        popped = await connection.bzpopmin(key, timeout=timeout)
+        popped = await connection.bzpopmin(keys, timeout=timeout)
         if popped is not None:
             messages.append(self.deserialize(popped[1]))
         return messages

@@ -85,6 +85,7 @@ class Task(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=1, choices=S.choices, default=S.PENDING)
+    queue = models.CharField(max_length=50, default="default", db_index=True)
 
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
@@ -155,11 +156,12 @@ class Task(models.Model):
 
         return wait(self, timeout)
 
-    def revoke(self) -> None:
-        """Stop this task and everything under it and after it from running."""
+    def revoke(self, terminate: bool = False) -> None:
+        """Stop this task and everything under it and after it from running;
+        ``terminate`` also kills the worker process running it."""
         from .canvas import revoke
 
-        revoke(self)
+        revoke(self, terminate)
 
     def subtask(self, func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
                 **options: Any) -> Task:
@@ -254,6 +256,29 @@ def schedule_task(cls: type[models.Model], crontab: str, func: Callable[..., Any
     from .schedule import build_repeating_task
 
     return build_repeating_task(cls, crontab, func, args, kwargs, **fields)
+
+
+class Worker(models.Model):
+    """A worker process, as its supervisor last reported it (every ``CQ_HEARTBEAT_INTERVAL`` s)."""
+
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    started = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped = models.DateTimeField(null=True, blank=True)
+    current_task = models.ForeignKey(Task, models.SET_NULL, null=True, blank=True, related_name="+")
+    processed = models.PositiveIntegerField(default=0, help_text="Tasks run since it started.")
+    terminate_task = models.UUIDField(null=True, blank=True, help_text="Kill the process if it runs this task.")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def alive(self) -> bool:
+        cutoff = timezone.now() - timedelta(seconds=settings.WORKER_TIMEOUT)
+        return self.stopped is None and self.last_heartbeat >= cutoff
 
 
 def result_expiry(task: Task, finished: datetime) -> datetime | None:

@@ -7,6 +7,7 @@ admin or the API is looked up here, never imported from a dotted path.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -20,6 +21,7 @@ R = TypeVar("R")
 RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool]
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
+QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
 
 
 class TaskFunction(Generic[P, R]):
@@ -30,14 +32,24 @@ class TaskFunction(Generic[P, R]):
     """
 
     def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
-                 retry_exceptions: Iterable[RetryRule] = ()) -> None:
+                 retry_exceptions: Iterable[RetryRule] = (), queue: str = "default", retry_on_lost: bool = False,
+                 time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
+        if not QUEUE_NAME.fullmatch(queue):
+            raise ImproperlyConfigured(f"@task {name!r}: queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+        for limit in (time_limit, soft_time_limit):
+            if limit is not None and limit <= 0:
+                raise ImproperlyConfigured(f"@task {name!r}: time limits are seconds above 0, not {limit}.")
         self.func = func
         self.name = name
         self.atomic = atomic
         self.retries = retries
         self.retry_exceptions = tuple(retry_exceptions)
+        self.queue = queue
+        self.retry_on_lost = retry_on_lost
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -70,6 +82,10 @@ class TaskFunction(Generic[P, R]):
             return True
         return any(_matches(rule, error) for rule in self.retry_exceptions)
 
+    def should_retry_lost(self, retries_done: int) -> bool:
+        """Whether a run lost with its worker gets another attempt (one at least, with ``retry_on_lost``)."""
+        return self.retry_on_lost and retries_done < max(self.retries, 1)
+
 
 def _matches(rule: RetryRule, error: BaseException) -> bool:
     if isinstance(rule, type) and issubclass(rule, BaseException):
@@ -83,32 +99,34 @@ def _matches(rule: RetryRule, error: BaseException) -> bool:
 def task(func: Callable[..., R], /) -> TaskFunction[Any, R]: ...
 @overload
 def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
-         retry_exceptions: Iterable[RetryRule] | RetryRule = ()
+         retry_exceptions: Iterable[RetryRule] | RetryRule = (), queue: str = "default",
+         retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
          ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
-def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, retries: int = 0,
-         retry_exceptions: Iterable[RetryRule] | RetryRule = ()) -> Any:
+def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, **options: Any) -> Any:
     """Register a task function. Its first parameter, ``cqt``, is the running task.
 
     Usable bare (``@task``) or with options: ``@task('name')``, ``@task('name', False)``
     (not atomic), ``@task(atomic=False)``, ``@task(retries=3, retry_exceptions=[OSError,
     lambda e: 'timeout' in str(e)])``. An empty ``retry_exceptions`` retries any error.
+    ``queue`` routes its tasks to workers started with ``--queues``; ``retry_on_lost``
+    retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds.
     """
     if callable(name_or_func):
-        return _register(name_or_func, name, atomic, retries, retry_exceptions)
+        return _register(name_or_func, name, atomic, options)
     if name_or_func is not None and name is not None:
         raise TypeError("@task takes the name once: positionally or as name=, not both.")
     given_name = name_or_func if name is None else name
-    return lambda func: _register(func, given_name, atomic, retries, retry_exceptions)
+    return lambda func: _register(func, given_name, atomic, options)
 
 
-def _register(func: Callable[..., Any], name: str | None, atomic: bool, retries: int,
-              retry_exceptions: Any) -> TaskFunction[Any, Any]:
-    if isinstance(retry_exceptions, type) or not isinstance(retry_exceptions, Iterable):
-        retry_exceptions = [retry_exceptions]
+def _register(func: Callable[..., Any], name: str | None, atomic: bool, options: dict[str, Any]) -> TaskFunction:
+    rules = options.get("retry_exceptions", ())
+    if isinstance(rules, type) or not isinstance(rules, Iterable):
+        options = {**options, "retry_exceptions": [rules]}
     name = name or f"{func.__module__}.{func.__qualname__}"
-    fn = TaskFunction(func, name, atomic=atomic, retries=retries, retry_exceptions=retry_exceptions)
+    fn = TaskFunction(func, name, atomic=atomic, **options)
     existing = _registry.get(name)
     if existing is not None and _origin(existing.func) != _origin(func):
         raise ImproperlyConfigured(
@@ -136,6 +154,11 @@ def get(name: str) -> TaskFunction[Any, Any]:
             f"No task function is registered as {name!r}. Decorate it with @cq.task and make sure "
             f"its module is imported (cq imports each installed app's tasks.py)."
         ) from None
+
+
+def lookup(name: str) -> TaskFunction[Any, Any] | None:
+    """The task function registered as ``name``, or ``None``."""
+    return _registry.get(name)
 
 
 def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:

@@ -107,12 +107,12 @@ def release_delayed(now: datetime, limit: int = 500) -> int:
     sets ``submitted``, which also restarts its grace period for the worker poll.
     """
     due = Task.objects.filter(status=TaskStatus.QUEUED, run_after__lte=now, submitted__lt=F("run_after"))
-    ids = list(due.values_list("pk", flat=True)[:limit])
-    if ids:
+    found = list(due.values_list("pk", "queue")[:limit])
+    if found:
         with transaction.atomic():
-            Task.objects.filter(pk__in=ids, submitted__lt=F("run_after")).update(submitted=now)
-            doorbell.ring_on_commit(ids)
-    return len(ids)
+            Task.objects.filter(pk__in=[pk for pk, _ in found], submitted__lt=F("run_after")).update(submitted=now)
+            doorbell.ring_on_commit(found)
+    return len(found)
 
 
 def next_due(now: datetime) -> datetime | None:

@@ -1,4 +1,5 @@
-"""The scheduler: fires repeating tasks and releases delayed tasks when they come due.
+"""The scheduler: fires repeating tasks and releases delayed tasks when they come due,
+and runs the sweeper (lost tasks, expired results).
 
 It only creates and rings tasks, it never runs them. It runs in a thread of
 ``cq_runworker`` (``CQ_SCHEDULER = True``, the default) or alone as
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Protocol
 
 from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
-from . import schedule
+from . import schedule, sweeper
 from .conf import settings
 from .layers import get_layer, redis_client
 from .lease import Lease
@@ -46,6 +48,7 @@ class Scheduler:
         self.interval = settings.SCHEDULER_INTERVAL if interval is None else interval
         self.lease = lease or default_lease()
         self._stopping = threading.Event()
+        self._next_sweep = 0.0
 
     def run(self) -> None:
         """Tick until :meth:`stop`; errors are logged and the loop goes on."""
@@ -76,6 +79,9 @@ class Scheduler:
             if task is not None:
                 logger.info("Fired %s as task %s; next run %s.", rt, task.pk, rt.next_run)
         schedule.release_delayed(now)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + settings.SWEEP_INTERVAL
+            sweeper.sweep()
         upcoming = schedule.next_due(now)
         if upcoming is None:
             return self.interval

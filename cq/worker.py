@@ -14,12 +14,14 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from types import FrameType
 
 from django.db import close_old_connections, connection, connections
 
 from . import doorbell, execution
 from .conf import settings
+from .heartbeat import Heartbeat
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -27,28 +29,53 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 10.0
 
 
+class Hooks:
+    """What a worker tells whoever watches it (the supervisor); does nothing by default."""
+
+    def task_started(self, task: Task) -> None:
+        """``task`` was claimed and is about to run."""
+
+    def task_finished(self, task: Task) -> None:
+        """``task``'s outcome is recorded."""
+
+    def keep_going(self) -> bool:
+        """Checked between tasks: ``False`` stops the worker (its supervisor is gone, say)."""
+        return True
+
+
 class Worker:
     """Runs tasks one at a time until :meth:`stop` is called."""
 
-    def __init__(self, *, poll_interval: float | None = None, queued_grace: float | None = None,
-                 name: str | None = None) -> None:
+    def __init__(self, *, queues: Iterable[str] = ("default",), poll_interval: float | None = None,
+                 queued_grace: float | None = None, name: str | None = None, max_tasks: int | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.name = name or execution.worker_name()
+        self.queues = list(queues)
         self.poll_interval = settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.queued_grace = settings.QUEUED_GRACE if queued_grace is None else queued_grace
+        self.max_tasks = max_tasks
+        self.hooks = hooks or Hooks()
         self.processed = 0
+        self.current: Task | None = None
         self._stopping = threading.Event()
         self._next_poll = 0.0
         self._backoff = 0.0
         self._listen_again_at = 0.0
+        self._backlog = False  # the last look in the database found work: more may be waiting
 
-    def run(self) -> None:
-        """Run until stopped; SIGTERM or SIGINT stop it once the running task is done."""
-        self._install_signal_handlers()
-        logger.info("Worker %s waiting for tasks on %r.", self.name, settings.CHANNEL)
+    def run(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Run until stopped, recording a heartbeat; ``signals`` stop it once the running task is done."""
+        self._install_signal_handlers(signals)
+        heartbeat = Heartbeat(self.name, self.queues, lambda: (self.current and self.current.pk, self.processed))
+        heartbeat.start()
+        logger.info("Worker %s waiting for tasks of queue(s) %s.", self.name, ", ".join(self.queues))
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and self.hooks.keep_going():
                 self.run_once(self.poll_interval)
+                if self.max_tasks is not None and self.processed >= self.max_tasks:
+                    break
         finally:
+            heartbeat.stop()
             if not connection.in_atomic_block:
                 connections.close_all()
         logger.info("Worker %s stopped after %d task(s).", self.name, self.processed)
@@ -74,13 +101,15 @@ class Worker:
     def step(self, wait: float) -> tuple[int, int]:
         heard = ran = 0
         try:
-            task_ids = self._listen(wait)
+            task_ids = self._listen(0 if self._backlog else wait)
             heard = len(task_ids)
             for task_id in task_ids:
                 ran += self._run(execution.claim(task_id, self.name))
-            if not ran or time.monotonic() >= self._next_poll:
+            if not self._stopping.is_set() and (not ran or time.monotonic() >= self._next_poll):
                 self._next_poll = time.monotonic() + self.poll_interval
-                for task in execution.claim_due(self.name, self.queued_grace):
+                due = execution.claim_due(self.name, self.queues, self.queued_grace)
+                self._backlog = bool(due)
+                for task in due:
                     ran += self._run(task)
         except Exception:
             logger.exception("Worker %s could not take work; trying again shortly.", self.name)
@@ -93,7 +122,7 @@ class Worker:
             self._stopping.wait(min(wait, self._listen_again_at - time.monotonic()))
             return []
         try:
-            ids = doorbell.listen(1, wait)
+            ids = doorbell.listen(self.queues, 1, wait)
         except Exception as error:
             self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
             self._listen_again_at = time.monotonic() + self._backoff
@@ -109,16 +138,20 @@ class Worker:
         if task is None:
             return 0
         _tidy_connections()
+        self.current = task
+        self.hooks.task_started(task)
         try:
             execution.run(task)
         except Exception:
             logger.exception("Worker %s could not record the outcome of task %s.", self.name, task.pk)
         finally:
+            self.current = None
+            self.processed += 1
+            self.hooks.task_finished(task)
             _tidy_connections()
-        self.processed += 1
         return 1
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self, signals: Iterable[int]) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
 
@@ -129,8 +162,8 @@ class Worker:
                         self.name, signum)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        for signum in signals:
+            signal.signal(signum, handle)
 
 
 def _tidy_connections() -> None:

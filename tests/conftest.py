@@ -8,6 +8,7 @@ import redis
 from django.conf import settings
 
 from cq.worker import Worker
+from tests.helpers import RedisServer, WorkerProcess
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -48,3 +49,28 @@ def worker() -> Worker:
 def drain(worker: Worker):
     """Run tasks in this process until no doorbell is waiting; returns how many ran."""
     return worker.drain
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    started: list[WorkerProcess] = []
+
+    """Start ``cq_runworker`` processes; each is killed at the end if the test left it running."""
+
+    def start(*args: str, **kwargs) -> WorkerProcess:
+        worker = WorkerProcess(*args, log=tmp_path / f"worker{len(started)}.log", **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def private_redis(tmp_path, settings):
+    """A redis-server of this test's own, which the test process and its workers use as the cq layer."""
+    server = RedisServer(tmp_path)
+    settings.CHANNEL_LAYERS = server.channel_layers()
+    yield server
+    server.stop()

@@ -1,10 +1,22 @@
-"""Waiting for something in tests: poll with a deadline, never sleep and hope."""
+"""Test helpers: polling with a deadline (never sleep and hope), worker processes, a private Redis."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
 
@@ -16,3 +28,89 @@ def eventually(check: Callable[[], T], timeout: float, what: str, every: float =
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(every)
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WorkerProcess:
+    """``manage.py cq_runworker`` in a subprocess, on the test database; its output goes to a file."""
+
+    def __init__(self, *args: str, settings: dict[str, Any] | None = None, redis_url: str | None = None,
+                 log: Path) -> None:
+        from django.db import connection
+
+        env = {**os.environ, "CQ_TEST_DB_NAME": connection.settings_dict["NAME"], "PYTHONPATH": str(ROOT),
+               "CQ_TEST_SETTINGS_JSON": json.dumps(settings or {}), "CQ_TEST_LOG_LEVEL": "INFO"}
+        if redis_url:
+            env["CQ_TEST_REDIS_URL"] = redis_url
+        self.log = log
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "cq_runworker", "--settings=tests.settings", "--poll-interval=0.2", *args],
+            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal it and wait for it to exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._out.close()
+
+
+class RedisServer:
+    """A private redis-server on a free port, for tests that stop, restart or flush it."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: fault tests start their own (apt-get install redis-server)"
+        self.binary, self.tmp, self.port = binary, tmp, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        eventually(self.answers, 10, f"redis-server on port {self.port} to answer")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def channel_layers(self) -> dict[str, Any]:
+        return {"cq": {"BACKEND": "cq.layers.RedisChannelLayer",
+                       "CONFIG": {"hosts": [{"address": self.url, "socket_timeout": None}], "prefix": "cqtest"}}}

@@ -6,6 +6,7 @@ processes share it) or ``postgres`` (127.0.0.1:5432, user postgres). Redis is
 by a test gets the test database's name in ``CQ_TEST_DB_NAME``.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ elif DATABASE == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": WORKER_DB_NAME or str(BASE_DIR / ".db.sqlite3"),
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"},
             "TEST": {"NAME": str(BASE_DIR / ".test-db.sqlite3")},
         }
     }
@@ -87,3 +88,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CQ_TEST_LOG_LEVEL", "WARNING")},
 }
+
+# A test that starts worker processes can hand them extra settings as JSON.
+for _name, _value in json.loads(os.environ.get("CQ_TEST_SETTINGS_JSON", "{}")).items():
+    globals()[_name] = _value

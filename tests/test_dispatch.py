@@ -55,8 +55,8 @@ def test_wait_with_a_timeout_returns_the_unfinished_task():
 def test_doorbell_rings_only_after_commit():
     with transaction.atomic():
         created = tasks.echo.delay()
-        assert doorbell.listen(10, 0) == []
-    assert doorbell.listen(10, 0) == [str(created.pk)]
+        assert doorbell.listen(["default"], 10, 0) == []
+    assert doorbell.listen(["default"], 10, 0) == [str(created.pk)]
 
 
 def test_rolled_back_delay_leaves_neither_row_nor_doorbell():
@@ -64,7 +64,7 @@ def test_rolled_back_delay_leaves_neither_row_nor_doorbell():
         tasks.echo.delay()
         raise RuntimeError
     assert not Task.objects.exists()
-    assert doorbell.listen(10, 0) == []
+    assert doorbell.listen(["default"], 10, 0) == []
 
 
 def test_two_functions_cannot_share_a_name():

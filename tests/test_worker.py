@@ -51,7 +51,7 @@ def test_duplicate_doorbells_run_the_task_once(drain):
 
 def test_task_with_a_lost_doorbell_is_found_in_the_database(settings):
     task = tasks.echo.delay()
-    assert doorbell.listen(10, 0) == [str(task.pk)]  # the doorbell is gone
+    assert doorbell.listen(["default"], 10, 0) == [str(task.pk)]  # the doorbell is gone
     assert Worker(queued_grace=3600).drain() == 0
     assert Worker(queued_grace=0).drain() == 1
     assert task.wait().status == Task.STATUS_SUCCESS

@@ -30,7 +30,7 @@ def _database(url: str | None) -> dict:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("DEMO_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
             # A worker and the web process write at once: take the write lock up front.
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"},
         }
     parts = urlparse(url)
     return {

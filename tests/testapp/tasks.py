@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from cq import task
+from cq.exceptions import SoftTimeLimitExceeded
 from cq.models import Task
 
 from .models import Record
@@ -191,3 +194,50 @@ def force_h(cqt):
 @task
 def named(cqt, name):
     return name
+
+
+@task(atomic=False)
+def sleeps(cqt, seconds, key="sleeps"):
+    """Sleeps (to be caught running), then leaves a Record."""
+    time.sleep(seconds)
+    Record.objects.create(key=key)
+    return seconds
+
+
+@task(atomic=False, retry_on_lost=True)
+def sleeps_on_first_run(cqt, key, seconds=60):
+    """The first run sleeps long enough to be killed; the retry returns at once."""
+    Record.objects.create(key=key)
+    if Record.objects.filter(key=key).count() == 1:
+        time.sleep(seconds)
+    return "second run"
+
+
+@task(time_limit=1)
+def overruns_hard_limit(cqt):
+    time.sleep(60)
+
+
+@task(soft_time_limit=0.5, atomic=False)
+def overruns_soft_limit(cqt, key):
+    try:
+        time.sleep(60)
+    except SoftTimeLimitExceeded:
+        Record.objects.create(key=key)
+        raise
+
+
+@task(queue="reports")
+def report(cqt, name):
+    return f"report {name}"
+
+
+@task(atomic=False)
+def soak(cqt, key, spawn, fail):
+    """One soak-test task: records its run, maybe fails, maybe spawns a subtask and a chain."""
+    Record.objects.create(key=key)
+    if fail:
+        raise RuntimeError(f"{key} fails on purpose")
+    if spawn:
+        cqt.subtask(soak, (f"{key}.sub", False, False)).chain(soak, (f"{key}.chain", False, False))
+    return key

@@ -1,0 +1,77 @@
+"""The sweeper: what no single worker can see. It runs in the scheduler's
+leader every ``CQ_SWEEP_INTERVAL`` seconds (and on demand from
+``cq_check_lost`` and ``cq_maintenance``).
+
+- A RUNNING task whose worker stopped beating for ``CQ_WORKER_TIMEOUT``
+  seconds becomes LOST (or is retried, with ``@task(retry_on_lost=True)``),
+  and its waiting parent ends INCOMPLETE.
+- Finished top-level tasks past their ``result_expiry`` are deleted, their
+  subtasks with them.
+- Rows of workers stopped or silent for a day are deleted.
+
+QUEUED tasks whose doorbell was lost need no sweeping: every worker picks them
+up from the database after ``CQ_QUEUED_GRACE`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from . import execution
+from .conf import settings
+from .exceptions import TaskLost
+from .models import DONE, Task, TaskStatus, Worker
+
+logger = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+@dataclass
+class Swept:
+    lost: int = 0
+    expired: int = 0
+    workers: int = 0
+
+
+def sweep(now: datetime | None = None) -> Swept:
+    now = now or timezone.now()
+    return Swept(lost=find_lost(now), expired=delete_expired(now), workers=prune_workers(now))
+
+
+def find_lost(now: datetime | None = None) -> int:
+    """Mark LOST the RUNNING tasks of workers that stopped beating; returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.WORKER_TIMEOUT)
+    alive = Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values("name")
+    # A task started less than a timeout ago may belong to a worker that has not beaten yet.
+    stale = Task.objects.filter(status=TaskStatus.RUNNING, started__lt=cutoff).exclude(worker__in=alive)
+    found = list(stale.values_list("pk", "worker")[:BATCH])
+    for pk, worker in found:
+        logger.warning("Task %s is lost: its worker %s stopped beating.", pk, worker or "(unknown)")
+        execution.abandon(pk, worker, TaskLost(f"Worker {worker or '(unknown)'} stopped while running it "
+                                               f"(no heartbeat for {settings.WORKER_TIMEOUT:.0f} s)."), lost=True)
+    return len(found)
+
+
+def delete_expired(now: datetime | None = None) -> int:
+    """Delete finished top-level tasks whose results expired; returns how many rows went."""
+    now = now or timezone.now()
+    expired = Task.objects.filter(top__isnull=True, status__in=DONE, result_expiry__lt=now)
+    ids = list(expired.values_list("pk", flat=True)[:BATCH])
+    if not ids:
+        return 0
+    deleted, _ = Task.objects.filter(pk__in=ids).delete()
+    return deleted
+
+
+def prune_workers(now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    day_ago = now - timedelta(days=1)
+    deleted, _ = Worker.objects.filter(Q(stopped__lt=day_ago) | Q(last_heartbeat__lt=day_ago)).delete()
+    return deleted
