@@ -41,7 +41,7 @@ test-django6:
 	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak' $(PYTEST_ARGS)
 
 test-soak: install
-	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
 demo: install
 	$(PY) demo/run.py

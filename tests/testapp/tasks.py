@@ -234,8 +234,10 @@ def report(cqt, name):
 
 @task(atomic=False)
 def soak(cqt, key, spawn, fail):
-    """One soak-test task: records its run, maybe fails, maybe spawns a subtask and a chain."""
+    """One soak-test task: records its run, works a few milliseconds (so that a killed worker
+    is often caught mid-task), maybe fails, maybe spawns a subtask and a chain."""
     Record.objects.create(key=key)
+    time.sleep(0.005)
     if fail:
         raise RuntimeError(f"{key} fails on purpose")
     if spawn:
