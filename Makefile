@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: install lint test test-sqlite test-postgres test-django6 test-soak demo bench clean
+.PHONY: bench install lint test test-sqlite test-postgres test-django6 test-soak demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,7 @@ demo: install
 
 clean:
 	rm -rf $(VENV) $(VENV6) build *.egg-info
+
+# cq's own figures on this machine (PostgreSQL database cq_bench, Redis db 8); see bench/run.py.
+bench: install
+	$(PY) bench/run.py

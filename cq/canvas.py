@@ -87,22 +87,26 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     task = Task.objects.select_for_update().filter(pk=task_id).first()
     if task is None or task.status != TaskStatus.WAITING:
         return
-    children = list(Task.objects.filter(parent=task.pk).values_list("pk", "status", "error"))
-    failed = [(pk, status, error) for pk, status, error in children if status in ERROR]
+    # One row at most: the first subtask not yet successful, failures first (their codes,
+    # E F I L, sort before those of unfinished tasks, P Q R W Y). None left: all succeeded.
+    unsettled = (Task.objects.filter(parent=task.pk).exclude(status=TaskStatus.SUCCESS)
+                 .order_by("status").values_list("pk", "status", "error").first())
     now = timezone.now()
-    if failed:
-        pk, status, error = failed[0]
+    if unsettled is not None and unsettled[1] in ERROR:
+        pk, status, error = unsettled
         message = f"Subtask {pk} ended {TaskStatus(status).label}: {error or ''}".rstrip(": ")
         _finish(task, TaskStatus.INCOMPLETE, now, error=message)
         cause = cause or CQError(message)
         transaction.on_commit(lambda: run_errbacks(task, cause))
-        launch_next(task, failed=True)
-    elif all(status == TaskStatus.SUCCESS for _, status, _ in children):
+        if task.has_next:
+            launch_next(task, failed=True)
+    elif unsettled is None:
         result = task.result
         if task.waiting_on_id is not None:
             result = Task.objects.filter(pk=task.waiting_on_id).values_list("result", flat=True).get()
         _finish(task, TaskStatus.SUCCESS, now, result=result)
-        launch_next(task)
+        if task.has_next:
+            launch_next(task)
     else:
         return
     if task.parent_id is not None:

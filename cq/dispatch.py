@@ -12,7 +12,7 @@ from django.conf import settings as settings_django
 from django.db import transaction
 from django.utils import timezone
 
-from . import doorbell, registry
+from . import current, doorbell, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .models import DONE, Task, TaskStatus
@@ -65,17 +65,64 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
         if parent.status in DONE:
             raise InvalidTask(f"Task {parent.pk} has finished ({parent.get_status_display()}); "
                               f"it cannot take another subtask.")
+        if parent.status == TaskStatus.RUNNING and previous is None:
+            current.note_subtask(parent.pk)
     # A subtask waits for its parent's function to return, a chained task for its previous one.
     launch_now = submit and previous is None and (parent is None or parent.status == TaskStatus.WAITING)
     if launch_now:
         task.status = TaskStatus.QUEUED
     task.save(force_insert=True)
+    if previous is not None:
+        # Tells the previous task, as it finishes, that it has a chain to launch.
+        Task.objects.filter(pk=previous.pk, has_next=False).update(has_next=True)
     if launch_now and (run_after is None or run_after <= task.submitted):
         doorbell.ring_on_commit([(task.pk, task.queue)])
     elif submit and previous is not None:
         # The previous task may have finished while this row was being written.
         transaction.on_commit(lambda: launch_if_previous_done(task))
     return task
+
+
+def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
+    """Create and queue one task per call in one INSERT, with one pipelined send on commit.
+
+    Each call is a list or tuple of positional arguments, or a dict of keyword arguments.
+    ``options`` are those of ``delay_args`` that make sense for top-level tasks
+    (``result_ttl``, ``queue``, ``countdown``, ``eta``).
+
+    Raises:
+        InvalidTask: a call is not JSON, or an option is not allowed; nothing is written.
+    """
+    unknown = set(options) - {"result_ttl", "queue", "countdown", "eta"}
+    if unknown:
+        raise InvalidTask(f"delay_many() takes result_ttl, queue, countdown and eta, not {_names(unknown)}.")
+    if settings.SERIAL:
+        return [delay(fn, *_split(call)) for call in calls]
+    queue = options.pop("queue", None) or fn.queue
+    if not registry.QUEUE_NAME.fullmatch(queue):
+        raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
+    now = timezone.now()
+    rows = []
+    for call in calls:
+        args, kwargs = _split(call)
+        check_json(fn.name, args=args, kwargs=kwargs)
+        rows.append(Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
+                         run_after=run_after, submitted=now, created=now, **options))
+    with transaction.atomic():
+        Task.objects.bulk_create(rows, batch_size=1000)
+        if run_after is None or run_after <= now:
+            doorbell.ring_on_commit((task.pk, queue) for task in rows)
+    return rows
+
+
+def _split(call: Any) -> tuple[list[Any], dict[str, Any]]:
+    if isinstance(call, dict):
+        return [], dict(call)
+    if isinstance(call, list | tuple):
+        return list(call), {}
+    raise InvalidTask(f"Each call of delay_many() is a list or tuple of arguments or a dict of keyword "
+                      f"arguments, not {call!r}.")
 
 
 def _run_after(countdown: Any, eta: Any) -> datetime | None:

@@ -16,7 +16,6 @@ import signal
 import socket
 import threading
 import traceback
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -26,12 +25,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import canvas, registry
+from . import canvas, current, doorbell, registry
 from .conf import settings
 from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
 from .inline import InlineTask
 from .logs import flush as flush_logs
 from .models import Task, TaskStatus, result_expiry
+from .returning import update_returning
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +46,30 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim(task_id: str, worker: str) -> Task | None:
-    """Take the QUEUED task ``task_id`` for ``worker``; ``None`` if it is not (or no longer) queued."""
-    try:
-        uuid.UUID(task_id)
-    except ValueError:
-        logger.error("Skipping a doorbell for %r, which is not a task id.", task_id)
-        return None
+def claim(task_ids: list[str], worker: str) -> list[Task]:
+    """Take for ``worker`` those of the tasks ``task_ids`` still QUEUED, in the order given."""
+    if not task_ids:
+        return []
     now = timezone.now()
-    claimed = Task.objects.filter(_ready(now), pk=task_id, status=S.QUEUED).update(
-        status=S.RUNNING, started=now, worker=worker)
-    if not claimed:
-        if not Task.objects.filter(pk=task_id).exists():
-            logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
-        return None
-    return Task.objects.get(pk=task_id)
+    claimed = {str(task.pk): task for task in update_returning(
+        Task.objects.filter(_ready(now), pk__in=task_ids, status=S.QUEUED),
+        {"status": S.RUNNING, "started": now, "worker": worker})}
+    missing = [task_id for task_id in task_ids if task_id not in claimed]
+    if missing:
+        known = {str(pk) for pk in Task.objects.filter(pk__in=missing).values_list("pk", flat=True)}
+        for task_id in missing:
+            if task_id not in known:
+                logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
+    return [claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed]
+
+
+def release(task_ids: list[Any], worker: str) -> None:
+    """Put back tasks ``worker`` claimed but never started (it stopped, or died, first)."""
+    with transaction.atomic():
+        mine = Task.objects.filter(pk__in=task_ids, status=S.RUNNING, worker=worker)
+        found = list(mine.values_list("pk", "queue"))
+        mine.update(status=S.QUEUED, started=None, submitted=timezone.now())
+        doorbell.ring_on_commit(found)
 
 
 def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> list[Task]:
@@ -69,13 +78,11 @@ def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> l
     """
     now = timezone.now()
     due = (Q(status=S.QUEUED, submitted__lte=now - timedelta(seconds=grace)) | Q(status=S.RETRY)) & _ready(now)
+    oldest = Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues).order_by("submitted")
     with transaction.atomic():
-        ids = list(Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues)
-                   .order_by("submitted").values_list("pk", flat=True)[:limit])
-        if not ids:
-            return []
-        Task.objects.filter(pk__in=ids).update(status=S.RUNNING, started=now, worker=worker)
-    return list(Task.objects.filter(pk__in=ids).order_by("submitted"))
+        claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]),
+                                   {"status": S.RUNNING, "started": now, "worker": worker})
+    return sorted(claimed, key=lambda task: task.submitted)
 
 
 def _ready(now: datetime) -> Q:
@@ -84,10 +91,13 @@ def _ready(now: datetime) -> Q:
 
 def run(task: Task) -> None:
     """Run a claimed task and record its outcome. The task's own errors never escape."""
+    current.start(task.pk)
     try:
         _run(task)
     except _Revoked:
         logger.info("Task %s was revoked while it ran; its outcome is not recorded.", task.pk)
+    finally:
+        current.finish()
 
 
 def _run(task: Task) -> None:
@@ -124,17 +134,17 @@ def _record_return(task: Task, value: Any) -> None:
     except (TypeError, ValueError) as error:
         raise InvalidTask(f"Task {task.func_name!r} returned a value that is not JSON-serialisable "
                           f"({error}).") from None
-    if Task.objects.filter(parent=task.pk).exists():
+    if current.spawned():
         _update(task, status=S.WAITING, result=value)
         canvas.launch_subtasks(task)
         canvas.settle(task.pk)
         return
     now = timezone.now()
     _update(task, status=S.SUCCESS, result=value, error=None, finished=now, result_expiry=result_expiry(task, now))
-    canvas.launch_next(task)
-    parent_id = _parent_id(task)
-    if parent_id is not None:
-        canvas.settle(parent_id)
+    if task.has_next:
+        canvas.launch_next(task)
+    if task.parent_id is not None:
+        canvas.settle(task.parent_id)
 
 
 def _wait_on(task: Task, child: Task) -> None:
@@ -219,24 +229,23 @@ def _record_failure(task: Task, error: Exception, retry: bool, status: TaskStatu
         return
     _update(task, status=status, finished=now, result_expiry=result_expiry(task, now), **fields)
     transaction.on_commit(lambda: canvas.run_errbacks(task, error))
-    canvas.launch_next(task, failed=True)
-    parent_id = _parent_id(task)
-    if parent_id is not None:
-        canvas.settle(parent_id, cause=error)
+    if task.has_next:
+        canvas.launch_next(task, failed=True)
+    if task.parent_id is not None:
+        canvas.settle(task.parent_id, cause=error)
 
 
 def _update(task: Task, **fields: Any) -> None:
-    """Write the outcome, with the task's logs and errbacks, if the row is still RUNNING."""
+    """Write the outcome, with the task's logs and errbacks, if the row is still RUNNING.
+
+    It reads back ``parent`` and ``has_next`` as they are now: another task may have
+    adopted this one (returned it) or chained a task after it while it ran.
+    """
     fields.update(log_records=task.log_records, errbacks=task.errbacks)
-    if not Task.objects.filter(pk=task.pk, status=S.RUNNING).update(**fields):
+    written = update_returning(Task.objects.filter(pk=task.pk, status=S.RUNNING), fields, ["parent", "has_next"])
+    if not written:
         raise _Revoked
     for name, value in fields.items():
         setattr(task, name, value)
+    task.parent_id, task.has_next = written[0].parent_id, written[0].has_next
     flush_logs(task)
-
-
-def _parent_id(task: Task) -> Any:
-    # A task claimed with no parent may have been adopted since (returned by another task).
-    if task.parent_id is None:
-        task.parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
-    return task.parent_id

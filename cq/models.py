@@ -102,6 +102,7 @@ class Task(models.Model):
     previous = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="next")
     waiting_on = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+")
     force_chain = models.BooleanField(default=False)
+    has_next = models.BooleanField(default=False, editable=False, help_text="A task is chained after it.")
 
     created = models.DateTimeField(default=timezone.now, editable=False)
     submitted = models.DateTimeField(default=timezone.now, help_text="When it was last queued.")
@@ -121,6 +122,8 @@ class Task(models.Model):
             # The worker's poll and the admin's status filter, newest first.
             models.Index(fields=["status", "submitted"], name="cq_task_status_submitted"),
             models.Index(fields=["status", "run_after"], name="cq_task_status_run_after"),
+            # Settling a parent looks for its first unsuccessful subtask.
+            models.Index(fields=["parent", "status"], name="cq_task_parent_status"),
         ]
 
     def __str__(self) -> str:

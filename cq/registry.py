@@ -74,6 +74,13 @@ class TaskFunction(Generic[P, R]):
 
         return delay(self, args, kwargs, submit=submit, **options)
 
+    def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
+        """Queue one run per call (a list of arguments or a dict of keyword arguments) in one
+        INSERT and one pipelined send; returns the ``Task`` rows."""
+        from .dispatch import delay_many
+
+        return delay_many(self, calls, **options)
+
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Whether a run that raised ``error`` gets another attempt."""
         if retries_done >= self.retries:

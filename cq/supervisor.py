@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
@@ -54,6 +54,7 @@ class _Child:
     conn: Connection
     started: float
     task_id: str | None = None
+    claimed: set[str] = field(default_factory=set)  # claimed, not finished: task_id and those after it
     deadline: float | None = None
     kill_error: CQError | None = None  # why we killed it, when its task should end FAILURE
     terminated: bool = False  # killed because its task was revoked with terminate=True
@@ -136,11 +137,15 @@ class Supervisor:
         for child in self.children:
             try:
                 while child.conn.poll():
-                    event, task_id, limit = child.conn.recv()
-                    if event == "start":
-                        child.task_id = task_id
+                    event, task_ids, limit = child.conn.recv()
+                    if event == "claimed":
+                        child.claimed.update(task_ids)
+                    elif event == "start":
+                        child.task_id = task_ids[0]
+                        child.claimed.add(child.task_id)
                         child.deadline = time.monotonic() + limit if limit else None
                     else:
+                        child.claimed.discard(task_ids[0])
                         child.task_id = child.deadline = None
             except (EOFError, OSError):
                 pass  # the child is gone; _reap handles it
@@ -188,6 +193,9 @@ class Supervisor:
         close_old_connections()
 
     def _record_exit(self, child: _Child) -> None:
+        unstarted = child.claimed - {child.task_id}
+        if unstarted:
+            execution.release(list(unstarted), child.name)
         if child.task_id and not child.terminated:
             error = child.kill_error or TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) while running it.")
@@ -222,11 +230,14 @@ class PipeHooks(Hooks):
         self.conn = conn
         self.parent = multiprocessing.parent_process()
 
+    def tasks_claimed(self, tasks: list[Task]) -> None:
+        self.conn.send(("claimed", [str(task.pk) for task in tasks], None))
+
     def task_started(self, task: Task) -> None:
-        self.conn.send(("start", str(task.pk), execution.hard_time_limit(task)))
+        self.conn.send(("start", [str(task.pk)], execution.hard_time_limit(task)))
 
     def task_finished(self, task: Task) -> None:
-        self.conn.send(("done", str(task.pk), None))
+        self.conn.send(("done", [str(task.pk)], None))
 
     def keep_going(self) -> bool:
         return self.parent is None or self.parent.is_alive()

@@ -27,13 +27,19 @@ from .models import Task
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+#: Most doorbells a worker takes at once, and only while its tasks finish within QUICK.
+BATCH = 20
+QUICK = 0.01
 
 
 class Hooks:
     """What a worker tells whoever watches it (the supervisor); does nothing by default."""
 
+    def tasks_claimed(self, tasks: list[Task]) -> None:
+        """``tasks`` were claimed; they will run one after another."""
+
     def task_started(self, task: Task) -> None:
-        """``task`` was claimed and is about to run."""
+        """``task`` is about to run."""
 
     def task_finished(self, task: Task) -> None:
         """``task``'s outcome is recorded."""
@@ -62,6 +68,7 @@ class Worker:
         self._backoff = 0.0
         self._listen_again_at = 0.0
         self._backlog = False  # the last look in the database found work: more may be waiting
+        self._batch = 1  # doorbells to take at once: more only while tasks are quick
 
     def run(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Run until stopped, recording a heartbeat; ``signals`` stop it once the running task is done."""
@@ -103,14 +110,12 @@ class Worker:
         try:
             task_ids = self._listen(0 if self._backlog else wait)
             heard = len(task_ids)
-            for task_id in task_ids:
-                ran += self._run(execution.claim(task_id, self.name))
+            ran += self._run_claimed(execution.claim(task_ids, self.name))
             if not self._stopping.is_set() and (not ran or time.monotonic() >= self._next_poll):
                 self._next_poll = time.monotonic() + self.poll_interval
                 due = execution.claim_due(self.name, self.queues, self.queued_grace)
                 self._backlog = bool(due)
-                for task in due:
-                    ran += self._run(task)
+                ran += self._run_claimed(due)
         except Exception:
             logger.exception("Worker %s could not take work; trying again shortly.", self.name)
             _tidy_connections()
@@ -122,7 +127,8 @@ class Worker:
             self._stopping.wait(min(wait, self._listen_again_at - time.monotonic()))
             return []
         try:
-            ids = doorbell.listen(self.queues, 1, wait)
+            room = self._batch if self.max_tasks is None else max(min(self._batch, self.max_tasks - self.processed), 1)
+            ids = doorbell.listen(self.queues, room, wait)
         except Exception as error:
             self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
             self._listen_again_at = time.monotonic() + self._backoff
@@ -134,12 +140,22 @@ class Worker:
             self._backoff = 0.0
         return ids
 
-    def _run(self, task: Task | None) -> int:
-        if task is None:
-            return 0
+    def _run_claimed(self, tasks: list[Task]) -> int:
+        """Run claimed tasks in order; put back those not started when the worker stops."""
+        if len(tasks) > 1:
+            self.hooks.tasks_claimed(tasks)
+        for done, task in enumerate(tasks):
+            if done and self._stopping.is_set():
+                execution.release([t.pk for t in tasks[done:]], self.name)
+                return done
+            self._run(task)
+        return len(tasks)
+
+    def _run(self, task: Task) -> None:
         _tidy_connections()
         self.current = task
         self.hooks.task_started(task)
+        began = time.monotonic()
         try:
             execution.run(task)
         except Exception:
@@ -149,7 +165,9 @@ class Worker:
             self.processed += 1
             self.hooks.task_finished(task)
             _tidy_connections()
-        return 1
+        # Take several doorbells at once only while tasks are quick: a slow task must not
+        # hold back others that another worker could run.
+        self._batch = BATCH if time.monotonic() - began < QUICK else 1
 
     def _install_signal_handlers(self, signals: Iterable[int]) -> None:
         if threading.current_thread() is not threading.main_thread():

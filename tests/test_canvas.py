@@ -229,3 +229,11 @@ def test_active_lists_unfinished_tasks(drain):
     queued = tasks.echo.delay()
     assert set(Task.objects.active()) == {pending, queued}
     assert done not in Task.objects.active()
+
+
+def test_failure_codes_sort_before_unfinished_ones():
+    # canvas.settle() relies on it to find a failed subtask with a one-row query.
+    from cq.models import ERROR, TaskStatus
+
+    unfinished = set(TaskStatus) - set(ERROR) - {TaskStatus.SUCCESS}
+    assert max(ERROR) < min(unfinished)

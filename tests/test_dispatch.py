@@ -89,3 +89,35 @@ def test_models_delay_is_django_cqs_spelling_of_delay_args():
     created = delay(tasks.add, (1, 2), submit=False)
     assert (created.status, created.args, created.func_name) == (Task.STATUS_PENDING, [1, 2],
                                                                  "tests.testapp.tasks.add")
+
+
+def test_delay_many_queues_every_call_with_one_insert(drain):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        created = tasks.add.delay_many([(1, 2), [3, 4], {"a": 5, "b": 6}])
+    inserts = [q for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    assert [t.status for t in created] == [Task.STATUS_QUEUED] * 3
+    assert drain() == 3
+    assert [t.wait().result for t in created] == [3, 7, 11]
+
+
+def test_delay_many_refuses_bad_calls_and_writes_nothing():
+    with pytest.raises(InvalidTask, match="not JSON-serialisable"):
+        tasks.echo.delay_many([(1,), (object(),)])
+    with pytest.raises(InvalidTask, match="list or tuple of arguments or a dict"):
+        tasks.echo.delay_many([1, 2])
+    with pytest.raises(InvalidTask, match="not parent"):
+        tasks.echo.delay_many([(1,)], parent=None)
+    assert not Task.objects.exists()
+
+
+def test_subtask_of_a_task_running_elsewhere_is_refused():
+    running = tasks.echo.delay()
+    Task.objects.filter(pk=running.pk).update(status=Task.STATUS_RUNNING)
+    running.refresh_from_db()
+    with pytest.raises(InvalidTask, match="only the task itself can add subtasks"):
+        running.subtask(tasks.echo)
+    assert Task.objects.count() == 1

@@ -1,0 +1,72 @@
+"""How many queries the worker spends per task: counted, since the count is deterministic."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from cq.models import Task
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statements(captured: CaptureQueriesContext) -> dict[str, int]:
+    kinds = {"writes": 0, "reads": 0}
+    for query in captured.captured_queries:
+        verb = query["sql"].lstrip().split(None, 1)[0].upper()
+        if verb in {"UPDATE", "INSERT", "DELETE"}:
+            kinds["writes"] += 1
+        elif verb == "SELECT":
+            kinds["reads"] += 1
+    return kinds
+
+
+@pytest.fixture
+def worker(worker):
+    worker.run_once(0)  # its periodic look in the database, once per CQ_POLL_INTERVAL, is done
+    return worker
+
+
+def test_a_no_op_task_costs_one_claim_and_one_finish(worker):
+    task = tasks.noop.delay()
+    with CaptureQueriesContext(connection) as captured:
+        assert worker.run_once(0) == 1
+    assert task.wait().status == Task.STATUS_SUCCESS
+    assert statements(captured) == {"writes": 2, "reads": 0}, captured.captured_queries
+
+
+def test_a_task_with_a_parent_adds_only_the_parent_settling(worker):
+    parent = tasks.spawns_subtask_returns_own.delay()
+    worker.run_once(0)
+    with CaptureQueriesContext(connection) as captured:
+        assert worker.run_once(0) == 1  # the subtask: claim, finish, lock parent, its children, parent's finish
+    assert parent.wait().status == Task.STATUS_SUCCESS
+    assert statements(captured) == {"writes": 3, "reads": 2}, captured.captured_queries
+
+
+def test_quick_tasks_are_claimed_several_at_once(worker):
+    tasks.noop.delay()
+    worker.run_once(0)  # a quick task: the worker now takes several doorbells at a time
+    created = tasks.noop.delay_many([()] * 5)
+    with CaptureQueriesContext(connection) as captured:
+        assert worker.run_once(0) == 5
+    assert statements(captured) == {"writes": 6, "reads": 0}  # one claim for the five, five finishes
+    assert {t.wait().status for t in created} == {Task.STATUS_SUCCESS}
+
+
+def test_a_stopping_worker_puts_back_what_it_claimed_but_did_not_start(worker):
+    from cq.worker import Hooks
+
+    class StopAfterFirst(Hooks):
+        def task_finished(self, task):
+            worker.stop()
+
+    tasks.noop.delay()
+    worker.run_once(0)
+    created = tasks.noop.delay_many([()] * 4)
+    worker.hooks = StopAfterFirst()
+    assert worker.run_once(0) == 1
+    statuses = sorted(Task.objects.filter(pk__in=[t.pk for t in created]).values_list("status", flat=True))
+    assert statuses == ["Q", "Q", "Q", "S"]
