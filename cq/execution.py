@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegi
 from .inline import InlineTask
 from .logs import flush as flush_logs
 from .models import Task, TaskStatus, result_expiry
-from .returning import update_returning
+from .returning import update_returning, update_row
 
 logger = logging.getLogger(__name__)
 
@@ -242,10 +243,12 @@ def _update(task: Task, **fields: Any) -> None:
     adopted this one (returned it) or chained a task after it while it ran.
     """
     fields.update(log_records=task.log_records, errbacks=task.errbacks)
-    written = update_returning(Task.objects.filter(pk=task.pk, status=S.RUNNING), fields, ["parent", "has_next"])
-    if not written:
+    written = update_row(Task, task.pk, {"status": S.RUNNING}, fields, ["parent", "has_next"])
+    if written is None:
         raise _Revoked
     for name, value in fields.items():
         setattr(task, name, value)
-    task.parent_id, task.has_next = written[0].parent_id, written[0].has_next
+    parent_id, has_next = written
+    task.parent_id = parent_id if parent_id is None or isinstance(parent_id, uuid.UUID) else uuid.UUID(parent_id)
+    task.has_next = bool(has_next)
     flush_logs(task)

@@ -36,3 +36,37 @@ def update_returning(queryset: QuerySet[M], values: dict[str, Any], fields: Iter
     sql, params = query.get_compiler(queryset.db).as_sql()
     quoted = ", ".join(connection.ops.quote_name(column) for column in dict.fromkeys(columns))
     return list(model._default_manager.db_manager(queryset.db).raw(f"{sql} RETURNING {quoted}", params))
+
+
+def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str, Any],
+               fields: list[str], using: str = "default") -> tuple[Any, ...] | None:
+    """``UPDATE`` one row, by primary key and only while ``guard`` holds; return ``fields``
+    of the row as it now is (as database values: foreign keys as ids), or ``None`` if no row
+    matched. The statement is built once per shape: it is on every task's path."""
+    connection = connections[using]
+    if connection.vendor not in _VENDORS:
+        queryset = model._default_manager.using(using).filter(pk=pk, **guard)
+        if not queryset.update(**values):
+            return None
+        return model._default_manager.using(using).filter(pk=pk).values_list(*fields).get()
+    meta = model._meta
+    columns = tuple(values), tuple(guard), tuple(fields)
+    sql = _statements.get((using, columns))
+    if sql is None:
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in values)
+        conditions = " AND ".join([f"{quote(meta.pk.column)} = %s",
+                                   *(f"{quote(meta.get_field(name).column)} = %s" for name in guard)])
+        returning = ", ".join(quote(meta.get_field(name).column) for name in fields)
+        sql = _statements[(using, columns)] = (
+            f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions} RETURNING {returning}")
+    params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    params.append(meta.pk.get_db_prep_value(pk, connection))
+    params.extend(meta.get_field(name).get_db_prep_save(value, connection) for name, value in guard.items())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+_statements: dict[tuple[Any, ...], str] = {}
