@@ -85,6 +85,9 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         if not RepeatingTask.objects.filter(pk=rt.pk, next_run=slot, enabled=True).update(next_run=following):
             return None
         rt.next_run = following
+        if registry.lookup(rt.func_name) is None:
+            logger.error("Skipping %s at %s: no task function is registered as %r.", rt, slot, rt.func_name)
+            return None
         if rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists():
             logger.info("Skipping %s at %s: an earlier run is still active.", rt, slot)
             return None

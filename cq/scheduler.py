@@ -75,7 +75,11 @@ class Scheduler:
         """Fire what is due now; returns the seconds until the next look."""
         now = self.clock.now()
         for rt in schedule.due_repeating_tasks(now):
-            task = schedule.fire(rt, now)
+            try:
+                task = schedule.fire(rt, now)
+            except Exception:  # one broken row must not keep the others from firing
+                logger.exception("Could not fire %s.", rt)
+                continue
             if task is not None:
                 logger.info("Fired %s as task %s; next run %s.", rt, task.pk, rt.next_run)
         schedule.release_delayed(now)

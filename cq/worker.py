@@ -14,7 +14,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from django.db import close_old_connections, connection, connections
@@ -73,22 +74,31 @@ class Worker:
     def run(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Run until stopped, recording a heartbeat; ``signals`` stop it once the running task is done."""
         self._install_signal_handlers(signals)
-        heartbeat = Heartbeat(self.name, self.queues, lambda: (self.current and self.current.pk, self.processed))
-        heartbeat.start()
         logger.info("Worker %s waiting for tasks of queue(s) %s.", self.name, ", ".join(self.queues))
         try:
-            while not self._stopping.is_set() and self.hooks.keep_going():
-                self.run_once(self.poll_interval)
-                if self.max_tasks is not None and self.processed >= self.max_tasks:
-                    break
+            with self.beating():
+                while not self._stopping.is_set() and self.hooks.keep_going():
+                    self.run_once(self.poll_interval)
+                    if self.max_tasks is not None and self.processed >= self.max_tasks:
+                        break
         finally:
-            heartbeat.stop()
             if not connection.in_atomic_block:
                 connections.close_all()
         logger.info("Worker %s stopped after %d task(s).", self.name, self.processed)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @contextmanager
+    def beating(self) -> Iterator[None]:
+        """Record this worker in the Worker table and beat while the block runs, so that the
+        sweeper knows its running tasks are not lost."""
+        heartbeat = Heartbeat(self.name, self.queues, lambda: (self.current and self.current.pk, self.processed))
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            heartbeat.stop()
 
     def drain(self) -> int:
         """Run tasks until no doorbell is waiting and none is due; returns how many ran."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from cq.models import RepeatingTask, Task, schedule_task
+from cq.models import RepeatingTask, Task, Worker, schedule_task
 from tests.helpers import eventually
 from tests.testapp import tasks
 from tests.testapp.models import Record
@@ -59,6 +59,8 @@ def test_burst_runs_what_is_ready_and_exits(start_worker):
     worker = start_worker("--burst")
     assert worker.process.wait(60) == 0, worker.output
     assert "Ran 4 task(s)." in worker.output
+    # It recorded itself while it ran, so a sweeper elsewhere would not take its tasks for lost.
+    assert Worker.objects.get(pid=worker.process.pid).stopped is not None
     task.refresh_from_db()
     assert (task.status, task.result) == (Task.STATUS_SUCCESS, 13)
 

@@ -183,3 +183,15 @@ def _no_lease():
     from cq.lease import Lease
 
     return Lease(None, "")
+
+
+def test_a_row_naming_an_unregistered_function_skips_its_slot_and_others_still_fire(caplog):
+    broken = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.noop, coalesce=False))
+    RepeatingTask.objects.filter(pk=broken.pk).update(func_name="tests.gone")
+    fine = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.echo, coalesce=False))
+    Scheduler(lease=_no_lease()).tick()
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert broken.next_run > timezone.now() and broken.last_task is None
+    assert fine.last_task is not None
+    assert "no task function is registered as 'tests.gone'" in caplog.text

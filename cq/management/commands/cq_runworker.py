@@ -45,7 +45,9 @@ class Command(BaseCommand):
             raise CommandError(f"--queues takes names of 1-50 of a-z, 0-9, _ and -, not {queues!r}.")
         if burst:
             worker = Worker(queues=names, poll_interval=poll_interval, queued_grace=0)
-            self.stdout.write(f"Ran {worker.drain()} task(s).")
+            with worker.beating():
+                ran = worker.drain()
+            self.stdout.write(f"Ran {ran} task(s).")
             return
         cron = Scheduler() if (settings.SCHEDULER if scheduler is None else scheduler) else None
         thread = threading.Thread(target=cron.run, name="cq-scheduler", daemon=True) if cron else None
