@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench install lint test test-sqlite test-postgres test-django6 test-soak demo bench clean
+.PHONY: bench bench-peers install lint test test-sqlite test-postgres test-django6 test-soak demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,16 @@ demo: install
 	$(PY) demo/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV6) build *.egg-info
+	rm -rf $(VENV) $(VENV6) $(PEERS_VENV) build *.egg-info
 
 # cq's own figures on this machine (PostgreSQL database cq_bench, Redis db 8); see bench/run.py.
 bench: install
 	$(PY) bench/run.py
+
+# The same workload on Huey, Dramatiq, RQ and Celery, in their own virtualenv; prints cq/peer ratios.
+PEERS_VENV ?= .venv-peers
+bench-peers: bench
+	[ -f $(PEERS_VENV)/.installed ] || ( $(PYTHON) -m venv $(PEERS_VENV) && \
+	  $(PEERS_VENV)/bin/pip install -q 'huey>=3.5,<4' 'dramatiq[redis]>=2.2,<3' 'rq>=3,<4' 'celery[redis]>=5.7,<6' && \
+	  touch $(PEERS_VENV)/.installed )
+	$(PEERS_VENV)/bin/python bench/peers/run.py
