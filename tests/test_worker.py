@@ -84,3 +84,14 @@ def test_stop_ends_run(worker):
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert worker.processed == 1
+
+
+def test_a_full_channel_drops_doorbells_but_no_task(settings, caplog):
+    settings.CHANNEL_LAYERS = {"cq": {"BACKEND": "cq.layers.RedisChannelLayer", "CONFIG": {
+        "hosts": [{"address": settings.REDIS_URL, "socket_timeout": None}], "prefix": "cqtest", "capacity": 2}}}
+    with caplog.at_level(logging.WARNING, logger="cq.layers"):
+        created = tasks.echo.delay_many([(i,) for i in range(5)])
+    assert "Channel cq.tasks is full: 3 doorbell(s) not sent" in caplog.text
+    assert len(doorbell.listen(["default"], 10, 0)) == 2
+    assert Worker(queued_grace=0).drain() == 5
+    assert [t.wait().result for t in created] == [[i] for i in range(5)]
