@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check cq tests demo
+	$(VENV)/bin/ruff check cq tests demo bench
 
 test: install
 	$(MAKE) lint
