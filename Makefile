@@ -53,10 +53,15 @@ clean:
 bench: install
 	$(PY) bench/run.py
 
-# The same workload on Huey, Dramatiq, RQ and Celery, in their own virtualenv; prints cq/peer ratios.
+# The same workload on Huey, Dramatiq, RQ, Celery, Procrastinate and Celery with django-celery-results,
+# in their own virtualenv (PostgreSQL database cq_peers, Redis db 9); prints cq/peer ratios.
 PEERS_VENV ?= .venv-peers
-bench-peers: bench
-	[ -f $(PEERS_VENV)/.installed ] || ( $(PYTHON) -m venv $(PEERS_VENV) && \
-	  $(PEERS_VENV)/bin/pip install -q 'huey>=3.5,<4' 'dramatiq[redis]>=2.2,<3' 'rq>=3,<4' 'celery[redis]>=5.7,<6' && \
-	  touch $(PEERS_VENV)/.installed )
+bench-peers: bench $(PEERS_VENV)/.installed
 	$(PEERS_VENV)/bin/python bench/peers/run.py
+
+# Made again whenever this Makefile (and so the list of peers) changes.
+$(PEERS_VENV)/.installed: Makefile
+	[ -d $(PEERS_VENV) ] || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q 'huey>=3.5,<4' 'dramatiq[redis]>=2.2,<3' 'rq>=3,<4' 'celery[redis]>=5.7,<6' \
+	  'procrastinate>=3.10,<4' 'django-celery-results>=2.5,<3' 'Django>=5.2,<6' 'psycopg[binary]>=3.2'
+	touch $@

@@ -37,6 +37,32 @@ if os.environ.get("PEER") == "celery":
     def noop(i):
         counter.incr(DONE)
 
+if os.environ.get("PEER") == "procrastinate":
+    import procrastinate
+
+    from bench.peers.settings import PG
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=" ".join(f"{key}={value}" for key, value in PG.items())))
+
+    @app.task
+    def noop(i):
+        counter.incr(DONE)
+
+if os.environ.get("PEER") == "celery-db":
+    # As a Django project sets it up: with DJANGO_SETTINGS_MODULE set, Celery installs its Django fixup.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.peers.settings")
+    import django
+    from celery import Celery
+
+    django.setup()
+    app = Celery("bench", broker=URL, backend="django-db")
+    app.conf.task_track_started = True
+
+    @app.task
+    def noop(i):
+        counter.incr(DONE)
+
 if os.environ.get("PEER") == "rq":
     def noop(i):
         counter.incr(DONE)

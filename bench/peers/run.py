@@ -1,7 +1,8 @@
 """`make bench-peers`: the no-op workload of `make bench` on Huey, Dramatiq, RQ and Celery, with
-each peer's defaults, 2 worker processes each, on the same Redis; printed beside cq's own figures
-(from `make bench`, which runs first) with the ratio cq/peer. The peers live in .venv-peers, apart
-from the project's dependencies."""
+each peer's defaults, 2 worker processes each, on the same Redis; then on Procrastinate and on Celery
+storing results with django-celery-results (celery-db), both in the PostgreSQL database cq_peers.
+Printed beside cq's own figures (from `make bench`, which runs first) with the ratio cq/peer. The
+peers live in .venv-peers, apart from the project's dependencies."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def workers(peer: str) -> list[list[str]]:
         "dramatiq": [[PY, "-m", "dramatiq", "bench.peers.apps", "--processes", "2"]],
         "rq": [[PY, "-m", "rq.cli", "worker", "--url", url, "bench"]] * 2,
         "celery": [[PY, "-m", "celery", "-A", "bench.peers.apps", "worker", "-c", "2", "--loglevel", "WARNING"]],
+        "procrastinate": [[PY, "-m", "procrastinate", "--app", "bench.peers.apps.app", "worker"]] * 2,
+        "celery-db": [[PY, "-m", "celery", "-A", "bench.peers.apps", "worker", "-c", "2", "--loglevel", "WARNING"]],
     }[peer]
 
 
@@ -37,12 +40,33 @@ def enqueuer(peer: str):
         return apps.noop
     if peer == "dramatiq":
         return apps.noop.send
-    if peer == "celery":
+    if peer in ("celery", "celery-db"):
         return apps.noop.delay
+    if peer == "procrastinate":
+        return lambda i: apps.noop.defer(i=i)
     from rq import Queue
 
     queue = Queue("bench", connection=apps.counter)
     return lambda i: queue.enqueue(apps.noop, i)
+
+
+def create_database(peer: str) -> None:
+    """A fresh cq_peers with the peer's schema, for the peers that keep their jobs or results there."""
+    import psycopg
+
+    from bench.peers import apps
+    from bench.peers.settings import PG
+
+    with psycopg.connect(**{**PG, "dbname": "postgres"}, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{PG["dbname"]}"')
+        conn.execute(f'CREATE DATABASE "{PG["dbname"]}"')
+    if peer == "procrastinate":
+        apps.app.open()  # and left open for the producer
+        apps.app.schema_manager.apply_schema()
+    else:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
 
 
 def wait_for(count: int, timeout: float = 600) -> float:
@@ -61,6 +85,8 @@ def measure(peer: str) -> dict[str, float]:
     from bench.peers import apps
 
     apps.counter.flushdb()
+    if peer in ("procrastinate", "celery-db"):
+        create_database(peer)
     enqueue = enqueuer(peer)
     print(f"{peer}: enqueue {SIZE} with no worker running", flush=True)
     start = time.perf_counter()
@@ -101,7 +127,7 @@ def measure(peer: str) -> dict[str, float]:
 
 
 def main() -> int:
-    peers = os.environ.get("PEERS", "huey,dramatiq,rq,celery").split(",")
+    peers = os.environ.get("PEERS", "huey,dramatiq,rq,celery,procrastinate,celery-db").split(",")
     mine_path = ROOT / "bench" / "results" / "cq.json"
     mine = json.loads(mine_path.read_text())
     mine["drain_per_s"] = mine["throughput_bulk_per_s"]
