@@ -133,10 +133,14 @@ def revoke(task: Task, terminate: bool = False) -> None:
         frontier = [pk for pk in Task.objects.filter(Q(parent__in=frontier) | Q(previous__in=frontier))
                     .values_list("pk", flat=True) if pk not in ids]
         ids.update(frontier)
+    now = timezone.now()
     with transaction.atomic():
         running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker"))
-        Task.objects.filter(pk__in=ids, status__in=REVOCABLE).update(
-            status=TaskStatus.REVOKED, finished=timezone.now())
+        revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
+        # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
+        for ttl in set(revocable.values_list("result_ttl", flat=True)):
+            expiry = result_expiry(Task(result_ttl=ttl), now)
+            revocable.filter(result_ttl=ttl).update(status=TaskStatus.REVOKED, finished=now, result_expiry=expiry)
         for pk, worker in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
         parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()

@@ -81,11 +81,11 @@ class Task(models.Model):
     STATUS_ACTIVE = ACTIVE
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    func_name = models.CharField(max_length=255, db_index=True)
+    func_name = models.CharField(max_length=255)
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=1, choices=S.choices, default=S.PENDING)
-    queue = models.CharField(max_length=50, default="default", db_index=True)
+    queue = models.CharField(max_length=50, default="default")
 
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
@@ -94,13 +94,16 @@ class Task(models.Model):
     log_records = models.JSONField(default=list, blank=True, help_text="This task's own log lines.")
     errbacks = models.JSONField(default=list, blank=True)
 
-    parent = models.ForeignKey("self", models.CASCADE, null=True, blank=True, related_name="subtasks")
+    parent = models.ForeignKey("self", models.CASCADE, null=True, blank=True, related_name="subtasks",
+                               db_index=False)
     top = models.ForeignKey(
-        "self", models.CASCADE, null=True, blank=True, related_name="descendants",
+        "self", models.CASCADE, null=True, blank=True, related_name="descendants", db_index=False,
         help_text="The top-level task of this task's tree; empty for a top-level task.",
     )
-    previous = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="next")
-    waiting_on = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+")
+    previous = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="next",
+                                 db_index=False)
+    waiting_on = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+",
+                                   db_index=False)
     force_chain = models.BooleanField(default=False)
     has_next = models.BooleanField(default=False, editable=False, help_text="A task is chained after it.")
 
@@ -113,17 +116,38 @@ class Task(models.Model):
     last_retry = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, help_text="The worker that ran it last.")
     result_ttl = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds to keep it once finished.")
-    result_expiry = models.DateTimeField(null=True, blank=True, db_index=True)
+    result_expiry = models.DateTimeField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
     class Meta:
+        # Every index is partial, over the few rows a query looks for. A task's row is updated
+        # at each change of status, and PostgreSQL then adds an entry to every index whose
+        # condition the new row meets: with full indexes, 13 entries per update cost a third
+        # of the worker's time (make bench, 870 -> 1,200 tasks/s with the indexes gone).
         indexes = [
-            # The worker's poll and the admin's status filter, newest first.
-            models.Index(fields=["status", "submitted"], name="cq_task_status_submitted"),
-            models.Index(fields=["status", "run_after"], name="cq_task_status_run_after"),
-            # Settling a parent looks for its first unsuccessful subtask.
-            models.Index(fields=["parent", "status"], name="cq_task_parent_status"),
+            # The worker's look for QUEUED tasks whose doorbell was lost, and due retries.
+            models.Index(fields=["submitted"], name="cq_task_waiting",
+                         condition=models.Q(status__in=[S.QUEUED, S.RETRY])),
+            # The scheduler's look for delayed tasks (countdown, eta) coming due.
+            models.Index(fields=["run_after"], name="cq_task_delayed",
+                         condition=models.Q(status=S.QUEUED, run_after__isnull=False)),
+            # The sweeper's look for tasks of dead workers.
+            models.Index(fields=["started"], name="cq_task_running", condition=models.Q(status=S.RUNNING)),
+            # Coalescing repeating tasks: is one of this function still active?
+            models.Index(fields=["func_name"], name="cq_task_active_func",
+                         condition=models.Q(status__in=sorted(ACTIVE | {S.RETRY}))),
+            # Settling a parent looks for its first unsuccessful subtask; trees and chains are
+            # walked by parent, top and previous; deletes follow every reference.
+            models.Index(fields=["parent", "status"], name="cq_task_parent_status",
+                         condition=models.Q(parent__isnull=False)),
+            models.Index(fields=["top"], name="cq_task_top", condition=models.Q(top__isnull=False)),
+            models.Index(fields=["previous"], name="cq_task_previous", condition=models.Q(previous__isnull=False)),
+            models.Index(fields=["waiting_on"], name="cq_task_waiting_on",
+                         condition=models.Q(waiting_on__isnull=False)),
+            # Clean-up of expired results.
+            models.Index(fields=["result_expiry"], name="cq_task_expiry",
+                         condition=models.Q(result_expiry__isnull=False, top__isnull=True)),
         ]
 
     def __str__(self) -> str:

@@ -70,3 +70,59 @@ def test_a_stopping_worker_puts_back_what_it_claimed_but_did_not_start(worker):
     assert worker.run_once(0) == 1
     statuses = sorted(Task.objects.filter(pk__in=[t.pk for t in created]).values_list("status", flat=True))
     assert statuses == ["Q", "Q", "Q", "S"]
+
+
+def full_scans(captured: CaptureQueriesContext) -> list[str]:
+    """The captured statements on the task table that would read all of it: each is explained
+    with sequential scans made as dear as the database allows, so a table this small does not
+    hide a missing index."""
+    found = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")
+        for query in captured.captured_queries:
+            sql = query["sql"]
+            if "cq_task" not in sql or sql.lstrip().split(None, 1)[0].upper() not in {"SELECT", "UPDATE", "DELETE"}:
+                continue
+            if connection.vendor == "postgresql":
+                cursor.execute("EXPLAIN " + sql)
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                scanned = "Seq Scan on cq_task" in plan
+            else:
+                cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                plan = "\n".join(row[-1] for row in cursor.fetchall())
+                scanned = any(line.strip() in {"SCAN cq_task", "SCAN U0"} for line in plan.splitlines())
+            if scanned:
+                found.append(f"{sql}\n{plan}")
+        if connection.vendor == "postgresql":
+            cursor.execute("RESET enable_seqscan")
+    return found
+
+
+def test_no_look_for_work_reads_the_whole_task_table(worker):
+    """The task table keeps every finished task until its results expire; the worker's poll,
+    the scheduler, the sweeper and the settling of trees and chains must find their few rows
+    through an index, whatever the table's size."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cq import canvas, execution, logs, schedule, sweeper
+
+    parent = tasks.spawns_subtask_returns_own.delay()
+    tasks.noop.delay().chain(tasks.noop)
+    delayed = tasks.noop.delay_args(countdown=60)
+    delayed.chain(tasks.noop)
+    later = timezone.now() + timedelta(days=2)
+    with CaptureQueriesContext(connection) as captured:
+        worker.drain()
+        execution.claim_due("test-worker", ["default"], 0)
+        schedule.release_delayed(later)
+        schedule.next_due(timezone.now())
+        sweeper.find_lost(later)
+        logs.tree_logs(parent)
+        canvas.revoke(delayed)
+        sweeper.delete_expired(later + timedelta(days=365))
+    assert list(Task.objects.values_list("func_name", "status", "result_expiry")) == []
+    scans = full_scans(captured)
+    assert scans == [], "\n\n".join(scans)
