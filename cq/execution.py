@@ -17,13 +17,14 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Case, Q, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from . import canvas, current, doorbell, registry
@@ -93,25 +94,37 @@ def _ready(now: datetime) -> Q:
     return Q(run_after__isnull=True) | Q(run_after__lte=now)
 
 
-def run(task: Task) -> None:
-    """Run a claimed task and record its outcome. The task's own errors never escape."""
+def run(task: Task, batch: Batch | None = None) -> None:
+    """Run a claimed task and record its outcome (in ``batch``, if given). The task's own
+    errors never escape."""
     current.start(task.pk)
     try:
-        _run(task)
+        _run(task, batch)
     except _Revoked:
         logger.info("Task %s was revoked while it ran; its outcome is not recorded.", task.pk)
     finally:
         current.finish()
 
 
-def _run(task: Task) -> None:
+def _run(task: Task, batch: Batch | None) -> None:
     try:
         fn = registry.get(task.func_name)
     except TaskNotRegistered as error:
         _fail(task, error, retry=False)
         return
     try:
-        if fn.atomic:
+        if fn.atomic and batch is not None:
+            logs = task.log_records
+            with _savepoint_on_first_query() as touched:
+                with _soft_time_limit(fn):
+                    value = fn.func(task, *task.args, **task.kwargs)
+                if touched():
+                    # Deferred constraints (foreign keys) are checked now, failing this task
+                    # alone, rather than at the commit, failing the batch.
+                    connection.check_constraints()
+                if touched() or task.log_records is not logs or not batch.defer(task, value):
+                    _record_return(task, value)
+        elif fn.atomic:
             with transaction.atomic():
                 with _soft_time_limit(fn):
                     value = fn.func(task, *task.args, **task.kwargs)
@@ -166,6 +179,109 @@ def _wait_on(task: Task, child: Task) -> None:
     _update(task, status=S.WAITING, waiting_on_id=child.pk)
     canvas.launch_subtasks(task)
     canvas.settle(task.pk)
+
+
+def batchable(task: Task) -> bool:
+    """Whether ``task`` may run in a :class:`Batch`: it runs in a transaction anyway, and the
+    database is PostgreSQL (SQLite checks deferred constraints only at the commit, where a
+    violation would fail the whole batch; PostgreSQL checks them at the end of each task)."""
+    fn = registry.lookup(task.func_name)
+    return fn is not None and fn.atomic and connection.vendor == "postgresql"
+
+
+class Batch:
+    """Quick atomic tasks, claimed together, run in one transaction that commits once for all.
+
+    Each task runs in a savepoint taken just before its first query, so a task that fails
+    rolls back its own writes and no other's, and its deferred constraints are checked as it
+    ends. A task that made no query, logged nothing and
+    returned a plain value has its outcome written together with the others' in one UPDATE,
+    before the commit. If that UPDATE or the commit fails, nothing of the batch is kept and
+    its tasks are still RUNNING: the worker records them LOST, as if its process had died.
+    """
+
+    def __init__(self) -> None:
+        self.deferred: dict[Any, tuple[Task, Any]] = {}
+
+    def defer(self, task: Task, value: Any) -> bool:
+        """Keep ``value`` as ``task``'s result, to write at the end; ``False`` if it needs more
+        than writing (a subtask or a task returned, subtasks created, or an invalid value)."""
+        if isinstance(value, (Task, InlineTask)) or current.spawned():
+            return False
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return False
+        self.deferred[task.pk] = (task, value)
+        return True
+
+    def write(self) -> None:
+        """Record the deferred outcomes, then what follows them (chains, parents)."""
+        if not self.deferred:
+            return
+        now = timezone.now()
+        results = {pk: value for pk, (_, value) in self.deferred.items()}
+        expiries = {pk: result_expiry(task, now) for pk, (task, _) in self.deferred.items()}
+        written = update_returning(
+            Task.objects.filter(pk__in=list(self.deferred), status=S.RUNNING),
+            {"status": S.SUCCESS, "error": None, "finished": now,
+             "result": _by_pk(results, Task._meta.get_field("result")),
+             "result_expiry": _by_pk(expiries, Task._meta.get_field("result_expiry"))},
+            ["parent", "has_next"])
+        for row in written:
+            task, value = self.deferred.pop(row.pk)
+            task.status, task.result, task.error, task.finished = S.SUCCESS, value, None, now
+            task.result_expiry, task.parent_id, task.has_next = expiries[row.pk], row.parent_id, row.has_next
+            if task.has_next:
+                canvas.launch_next(task)
+            if task.parent_id is not None:
+                canvas.settle(task.parent_id)
+        for pk in self.deferred:
+            logger.info("Task %s was revoked while it ran; its outcome is not recorded.", pk)
+
+
+@contextmanager
+def batch() -> Iterator[Batch]:
+    """A transaction for a :class:`Batch`; the deferred outcomes are written as it ends."""
+    with transaction.atomic():
+        running = Batch()
+        yield running
+        running.write()
+
+
+def _by_pk(values: dict[Any, Any], field: Any) -> Any:
+    """``values[pk]`` for each row, as one value when they are all the same, or as a CASE."""
+    first = next(iter(values.values()))
+    if all(repr(value) == repr(first) for value in values.values()):
+        return first
+    cases = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in values.items() if value is not None]
+    expression = Case(*cases, default=None, output_field=field)
+    if connection.features.requires_casted_case_in_updates:
+        expression = Cast(expression, output_field=field)
+    return expression
+
+
+@contextmanager
+def _savepoint_on_first_query() -> Iterator[Callable[[], bool]]:
+    """Within a transaction, a savepoint taken only when the block makes its first query; a
+    block that made none has nothing to roll back. Yields whether a query was made."""
+    opened: list[transaction.Atomic] = []
+
+    def take_savepoint(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not opened:
+            opened.append(transaction.atomic())  # first, so that the SAVEPOINT itself passes through
+            opened[0].__enter__()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(take_savepoint):
+        try:
+            yield lambda: bool(opened)
+        except BaseException as error:
+            if opened:
+                opened[0].__exit__(type(error), error, error.__traceback__)
+            raise
+        if opened:
+            opened[0].__exit__(None, None, None)
 
 
 @contextmanager

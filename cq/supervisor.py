@@ -53,8 +53,10 @@ class _Child:
     process: Any
     conn: Connection
     started: float
-    task_id: str | None = None
-    claimed: set[str] = field(default_factory=set)  # claimed, not finished: task_id and those after it
+    task_id: str | None = None  # the task it runs now
+    claimed: set[str] = field(default_factory=set)  # claimed and not finished
+    running: set[str] = field(default_factory=set)  # started and not finished: task_id, and those of
+    # its batch that ran before it, whose outcome is not yet committed
     deadline: float | None = None
     kill_error: CQError | None = None  # why we killed it, when its task should end FAILURE
     terminated: bool = False  # killed because its task was revoked with terminate=True
@@ -143,10 +145,13 @@ class Supervisor:
                     elif event == "start":
                         child.task_id = task_ids[0]
                         child.claimed.add(child.task_id)
+                        child.running.add(child.task_id)
                         child.deadline = time.monotonic() + limit if limit else None
                     else:
                         child.claimed.discard(task_ids[0])
-                        child.task_id = child.deadline = None
+                        child.running.discard(task_ids[0])
+                        if task_ids[0] == child.task_id:
+                            child.task_id = child.deadline = None
             except (EOFError, OSError):
                 pass  # the child is gone; _reap handles it
 
@@ -193,13 +198,17 @@ class Supervisor:
         close_old_connections()
 
     def _record_exit(self, child: _Child) -> None:
-        unstarted = child.claimed - {child.task_id}
+        unstarted = child.claimed - child.running
         if unstarted:
             execution.release(list(unstarted), child.name)
         if child.task_id and not child.terminated:
             error = child.kill_error or TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) while running it.")
             execution.abandon(child.task_id, child.name, error, lost=child.kill_error is None)
+        for task_id in child.running - {child.task_id}:
+            execution.abandon(task_id, child.name, TaskLost(
+                f"Worker process {child.name} stopped (exit code {child.process.exitcode}) before the outcome "
+                f"was committed."), lost=True)
         WorkerRow.objects.filter(name=child.name, stopped__isnull=True).update(
             stopped=timezone.now(), current_task=None)
 

@@ -10,6 +10,7 @@ running tasks found in the database and reconnects with backoff.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -22,6 +23,7 @@ from django.db import close_old_connections, connection, connections
 
 from . import doorbell, execution
 from .conf import settings
+from .exceptions import TaskLost
 from .heartbeat import Heartbeat
 from .models import Task
 
@@ -31,6 +33,8 @@ MAX_BACKOFF = 10.0
 #: Most doorbells a worker takes at once, and only while its tasks finish within QUICK.
 BATCH = 20
 QUICK = 0.01
+#: Longest a batch of quick tasks keeps its transaction open before committing.
+BATCH_SECONDS = 0.1
 
 
 class Hooks:
@@ -151,15 +155,22 @@ class Worker:
         return ids
 
     def _run_claimed(self, tasks: list[Task]) -> int:
-        """Run claimed tasks in order; put back those not started when the worker stops."""
+        """Run claimed tasks in order, quick atomic ones in batches; put back those not
+        started when the worker stops."""
         if len(tasks) > 1:
             self.hooks.tasks_claimed(tasks)
-        for done, task in enumerate(tasks):
+        done = 0
+        while done < len(tasks):
             if done and self._stopping.is_set():
                 execution.release([t.pk for t in tasks[done:]], self.name)
-                return done
-            self._run(task)
-        return len(tasks)
+                break
+            batchable = list(itertools.takewhile(execution.batchable, tasks[done:]))
+            if len(batchable) > 1:
+                done += self._run_batch(batchable)
+            else:
+                self._run(tasks[done])
+                done += 1
+        return done
 
     def _run(self, task: Task) -> None:
         _tidy_connections()
@@ -178,6 +189,44 @@ class Worker:
         # Take several doorbells at once only while tasks are quick: a slow task must not
         # hold back others that another worker could run.
         self._batch = BATCH if time.monotonic() - began < QUICK else 1
+
+    def _run_batch(self, tasks: list[Task]) -> int:
+        """Run atomic tasks one after another in one transaction (see execution.Batch), until
+        they are done, the worker stops, or the transaction has been open BATCH_SECONDS; they
+        are reported finished once it commits. Returns how many ran."""
+        _tidy_connections()
+        ran: list[Task] = []
+        began = time.monotonic()
+        try:
+            with execution.batch() as batch:
+                for task in tasks:
+                    if ran and (self._stopping.is_set() or time.monotonic() - began > BATCH_SECONDS):
+                        break
+                    self.current = task
+                    self.hooks.task_started(task)
+                    ran.append(task)
+                    execution.run(task, batch)
+        except Exception as error:
+            logger.exception("Worker %s could not commit the outcome of %d task(s); recording them LOST.",
+                             self.name, len(ran))
+            self._abandon(ran, error)
+        finally:
+            self.current = None
+            self.processed += len(ran)
+            for task in ran:
+                self.hooks.task_finished(task)
+            _tidy_connections()
+        self._batch = BATCH if time.monotonic() - began < QUICK * len(ran) else 1
+        return len(ran)
+
+    def _abandon(self, tasks: list[Task], error: Exception) -> None:
+        lost = TaskLost(f"The transaction that recorded its outcome failed: {type(error).__name__}: {error}")
+        try:
+            for task in tasks:
+                execution.abandon(task.pk, self.name, lost, lost=True)
+        except Exception:
+            logger.exception("Worker %s could not record tasks LOST; the sweeper will.", self.name)
+            _tidy_connections()
 
     def _install_signal_handlers(self, signals: Iterable[int]) -> None:
         if threading.current_thread() is not threading.main_thread():

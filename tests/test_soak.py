@@ -35,7 +35,8 @@ def test_soak_with_killed_workers(start_worker):
     for batch in range(0, top_level, 500):
         with transaction.atomic():
             for i in range(batch, min(batch + 500, top_level)):
-                tasks.soak.delay(f"t{i}", rng.random() < 0.1, rng.random() < 0.05)
+                kind = tasks.soak_atomic if i // 50 % 2 else tasks.soak  # in runs, which batch
+                kind.delay(f"t{i}", rng.random() < 0.1, rng.random() < 0.05)
     kills, next_kill = 0, time.monotonic() + KILL_EVERY
     deadline = time.monotonic() + 900
     while Task.objects.filter(status__in="QRWY").exists():
@@ -63,6 +64,16 @@ def test_soak_with_killed_workers(start_worker):
     details = list(leftovers.values_list("status", "func_name", "parent__status", "previous__status")[:10])
     print(f"\nsoak: {sum(counts.values())} tasks in {elapsed:.0f} s, {kills} worker processes killed; "
           f"by status {counts}; lost silently {unaccounted}; ran twice {duplicated}")
+    # An atomic task's Record commits with its outcome: kept if and only if its own run succeeded
+    # (SUCCESS, or INCOMPLETE: it succeeded, a subtask of it did not).
+    recorded = set(Record.objects.values_list("key", flat=True))
+    mismatched = [(args[0], status) for args, status in
+                  Task.objects.filter(func_name=tasks.soak_atomic.name).values_list("args", "status")
+                  if (args[0] in recorded) != (status in {Task.STATUS_SUCCESS, Task.STATUS_INCOMPLETE})]
+    in_batches = Task.objects.filter(status=Task.STATUS_LOST, error__contains="before the outcome was committed")
+    print(f"soak: LOST with a killed batch, having run but not committed: {in_batches.count()}")
+    print(f"soak: atomic tasks whose Record disagrees with their status: {len(mismatched)}")
     assert unaccounted == 0, details
     assert duplicated == 0
+    assert mismatched == [], mismatched[:10]
     assert codes == [0, 0]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+from django.db import connection
 
 from cq import task
 from cq.exceptions import SoftTimeLimitExceeded
 from cq.models import Task
 
-from .models import Record
+from .models import Note, Record
 
 
 class RetryMe(Exception):
@@ -235,11 +238,43 @@ def report(cqt, name):
 @task(atomic=False)
 def soak(cqt, key, spawn, fail):
     """One soak-test task: records its run, works a few milliseconds (so that a killed worker
-    is often caught mid-task), maybe fails, maybe spawns a subtask and a chain."""
+    is often caught mid-task), maybe fails, maybe spawns a subtask and a chain of its kind."""
     Record.objects.create(key=key)
     time.sleep(0.005)
     if fail:
         raise RuntimeError(f"{key} fails on purpose")
     if spawn:
-        cqt.subtask(soak, (f"{key}.sub", False, False)).chain(soak, (f"{key}.chain", False, False))
+        kind = soak_atomic if cqt.func_name == soak_atomic.name else soak
+        cqt.subtask(kind, (f"{key}.sub", False, False)).chain(kind, (f"{key}.chain", False, False))
     return key
+
+
+#: The same in a transaction: its Record is kept exactly when it succeeds (quick atomic tasks
+#: run in batches, so this checks that a killed batch keeps nothing of its tasks).
+soak_atomic = task("soak_atomic")(soak.func)
+
+
+@task
+def leaves_dangling_reference(cqt):
+    """Writes a row whose foreign key names no row: the database refuses it at the commit."""
+    Note.objects.create(record_id=10**9)
+
+
+@task
+def revokes_next_noop(cqt):
+    """Revokes the noop task created right after this one (claimed with it, not yet run)."""
+    Task.objects.filter(func_name=noop.name, created__gte=cqt.created).order_by("created").first().revoke()
+
+
+@task
+def sleeps_atomic(cqt, path):
+    """An atomic task that says it started by creating the file ``path``, then sleeps."""
+    Path(path).touch()
+    time.sleep(60)
+
+
+@task
+def drops_database_connection(cqt):
+    """Ends its own PostgreSQL session, as a database restart would."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")

@@ -1,0 +1,118 @@
+"""Quick atomic tasks claimed together run as one batch, in one transaction, on PostgreSQL.
+
+Each outcome below is the same with or without batches (SQLite runs each task in its own
+transaction); on PostgreSQL the tests also check that the tasks did share one batch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from cq.models import Task
+from tests.helpers import eventually
+from tests.test_faults import FAST, finished, pid_of, running
+from tests.testapp import tasks
+from tests.testapp.models import Note, Record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BATCHES = connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def worker(worker):
+    tasks.noop.delay()
+    worker.run_once(0)  # a quick task: the worker now claims several doorbells at a time
+    worker.run_once(0)  # and its periodic look in the database is done
+    return worker
+
+
+def statuses(created: list[Task]) -> list[str]:
+    by_pk = dict(Task.objects.filter(pk__in=[t.pk for t in created]).values_list("pk", "status"))
+    return [by_pk[t.pk] for t in created]
+
+
+def run_together(worker, count: int) -> list[dict]:
+    """Run the ``count`` waiting tasks in one step of ``worker``; returns its queries."""
+    with CaptureQueriesContext(connection) as captured:
+        assert worker.run_once(0) == count
+    if BATCHES:  # one claim, then one transaction for all
+        assert [q["sql"] for q in captured.captured_queries].count("COMMIT") == 1
+    return captured.captured_queries
+
+
+def test_a_failing_task_rolls_back_its_own_writes_and_no_other(worker):
+    created = tasks.writes_then_maybe_fails_atomic.delay_many([("a", False), ("b", True), ("c", False)])
+    run_together(worker, 3)
+    assert statuses(created) == ["S", "F", "S"]
+    assert sorted(Record.objects.values_list("key", flat=True)) == ["a", "c"]
+    assert Task.objects.get(pk=created[1].pk).error == "after writing"
+
+
+def test_a_dangling_foreign_key_fails_its_own_task_not_the_batch(worker):
+    from django.db import transaction
+
+    with transaction.atomic():  # the three doorbells ring together, at the commit
+        created = [tasks.noop.delay(), tasks.leaves_dangling_reference.delay(), tasks.noop.delay()]
+    run_together(worker, 3)
+    assert statuses(created) == ["S", "F", "S"]
+    assert Task.objects.get(pk=created[1].pk).exception == "django.db.utils.IntegrityError"
+    assert not Note.objects.exists()
+
+
+def test_a_task_revoked_while_its_batch_runs_keeps_revoked(worker):
+    from django.db import transaction
+
+    with transaction.atomic():
+        created = [tasks.revokes_next_noop.delay(), tasks.noop.delay(), tasks.echo.delay(1)]
+    run_together(worker, 3)
+    assert statuses(created) == ["S", "E", "S"]
+    assert Task.objects.get(pk=created[2].pk).result == [1]
+
+
+def test_results_of_a_batch_are_each_tasks_own(worker):
+    created = tasks.add.delay_many([(i, i) for i in range(6)])
+    queries = run_together(worker, 6)
+    assert [t.wait().result for t in created] == [2 * i for i in range(6)]
+    if BATCHES:  # the six outcomes are one UPDATE
+        assert sum(q["sql"].startswith("UPDATE") for q in queries) == 2  # the claim, the outcomes
+
+
+def test_a_process_killed_mid_batch_leaves_what_ran_lost_and_puts_back_the_rest(start_worker, tmp_path):
+    from django.db import transaction
+
+    worker = start_worker("-c", "1", settings=FAST)
+    for _ in range(3):  # quick tasks: the worker now claims several at a time
+        tasks.noop.delay().wait(30_000)
+    marker = tmp_path / "sleeping"
+    with transaction.atomic():
+        tasks.noop.delay()  # an idle worker takes the first doorbell alone, then the others at once
+        ran = tasks.add.delay(1, 1)
+        sleeper = tasks.sleeps_atomic.delay(str(marker))
+        after = tasks.add.delay(2, 2)
+    eventually(marker.exists, 30, "the sleeping task to start")
+    os.kill(pid_of(running(sleeper).worker), signal.SIGKILL)
+    finished([ran, sleeper, after], timeout=30)
+    # What ran before the kill in the same batch was never committed: LOST, like the task the
+    # kill interrupted (on SQLite, each task commits alone, so it succeeded). The task claimed
+    # after them never started: it is put back and runs.
+    assert statuses([ran, sleeper, after]) == ["L" if BATCHES else "S", "L", "S"]
+    assert after.wait().result == 4
+    assert worker.stop() == 0, worker.output
+
+
+@pytest.mark.skipif(not BATCHES, reason="batches run on PostgreSQL only")
+def test_a_batch_whose_transaction_fails_records_its_tasks_lost_and_goes_on(worker, caplog):
+    from django.db import transaction
+
+    with transaction.atomic():
+        created = [tasks.noop.delay(), tasks.drops_database_connection.delay(), tasks.echo.delay(3)]
+    assert worker.run_once(0) == 3
+    assert statuses(created) == ["L", "L", "S"]
+    assert "could not commit the outcome of 2 task(s)" in caplog.text
+    assert "transaction that recorded its outcome failed" in Task.objects.get(pk=created[0].pk).error
