@@ -97,11 +97,15 @@ def test_delay_many_queues_every_call_with_one_insert(drain):
 
     with CaptureQueriesContext(connection) as captured:
         created = tasks.add.delay_many([(1, 2), [3, 4], {"a": 5, "b": 6}])
-    inserts = [q for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    # One statement: an INSERT, or on PostgreSQL a COPY.
+    inserts = [q for q in captured.captured_queries if q["sql"].startswith(("INSERT", "COPY"))]
     assert len(inserts) == 1
     assert [t.status for t in created] == [Task.STATUS_QUEUED] * 3
-    assert drain() == 3
+    odd = tasks.echo.delay_many([("é\t\n\\", {"n": [1, None, True], "s": "x'y\""}), ()])
+    assert drain() == 5
     assert [t.wait().result for t in created] == [3, 7, 11]
+    assert [t.wait().result for t in odd] == [["é\t\n\\", {"n": [1, None, True], "s": "x'y\""}], "a"]
+    assert Task.objects.get(pk=odd[0].pk).kwargs == {}
 
 
 def test_delay_many_refuses_bad_calls_and_writes_nothing():
