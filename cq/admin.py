@@ -16,7 +16,9 @@ from django.utils.html import format_html, format_html_join
 
 from . import registry, schedule
 from .cron import upcoming
-from .models import RepeatingTask, Task
+from .models import RepeatingTask, get_task_model
+
+Task = get_task_model()
 
 
 def _link(task_id: Any, text: Any = None) -> str:

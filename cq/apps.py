@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
+
+# Like AUTH_USER_MODEL, CQ_TASK_MODEL is always defined, so that migrations and foreign keys
+# can name it (``settings.CQ_TASK_MODEL``); this module is imported before any model.
+if not hasattr(settings, "CQ_TASK_MODEL"):
+    settings.CQ_TASK_MODEL = "cq.Task"
 
 
 class CqConfig(AppConfig):

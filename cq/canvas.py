@@ -22,7 +22,9 @@ from django.utils.module_loading import import_string
 
 from . import dispatch, registry
 from .exceptions import CQError, InvalidTask
-from .models import ERROR, REVOCABLE, Task, TaskStatus, Worker, result_expiry
+from .models import ERROR, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ from django.utils import timezone
 from . import current, doorbell, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
-from .models import DONE, Task, TaskStatus
+from .models import DONE, TaskStatus, get_task_model
+
+Task = get_task_model()
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet

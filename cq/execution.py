@@ -32,8 +32,10 @@ from .conf import settings
 from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
 from .inline import InlineTask
 from .logs import flush as flush_logs
-from .models import Task, TaskStatus, result_expiry
+from .models import TaskStatus, get_task_model, result_expiry
 from .returning import update_returning, update_row
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

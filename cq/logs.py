@@ -20,7 +20,9 @@ from .conf import settings
 from .signals import task_log
 
 if TYPE_CHECKING:
-    from .models import Task
+    from .models import get_task_model
+
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.task")
 
@@ -29,7 +31,9 @@ _UNPUBLISHED = "_cq_unpublished_logs"
 
 def log(task: Task, message: str, *, level: int = logging.INFO, publish: bool = True,
         limit: int | None = None) -> None:
-    from .models import Task, TaskStatus
+    from .models import TaskStatus, get_task_model
+
+    Task = get_task_model()
 
     logger.log(level, "%s %s: %s", task.func_name, task.pk, message)
     record = {"message": str(message), "timestamp": timezone.now().isoformat(),
@@ -52,7 +56,9 @@ def flush(task: Task) -> None:
 
 def tree_logs(task: Task) -> list[dict[str, Any]]:
     """The task's own lines; for a top-level task, those of its whole tree in time order."""
-    from .models import Task
+    from .models import get_task_model
+
+    Task = get_task_model()
 
     records = [dict(record) for record in task.log_records]
     if task.top_id is not None or task._state.adding:

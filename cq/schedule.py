@@ -21,7 +21,9 @@ from django.utils import timezone
 from . import dispatch, doorbell, registry
 from .cron import next_fire, validate_crontab, validate_timezone
 from .exceptions import TaskNotRegistered
-from .models import ACTIVE, RepeatingTask, Task, TaskStatus
+from .models import ACTIVE, RepeatingTask, TaskStatus, get_task_model
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,11 @@ from . import execution
 from .child import main as child_main
 from .conf import settings
 from .exceptions import CQError, TaskLost, TimeLimitExceeded
-from .models import Task
 from .models import Worker as WorkerRow
+from .models import get_task_model
 from .worker import Hooks
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,9 @@ from django.utils import timezone
 from . import execution
 from .conf import settings
 from .exceptions import TaskLost
-from .models import DONE, Task, TaskStatus, Worker
+from .models import DONE, TaskStatus, Worker, get_task_model
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

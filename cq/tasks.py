@@ -9,8 +9,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import doorbell
-from .models import Task, TaskStatus
+from .models import TaskStatus, get_task_model
 from .registry import task
+
+Task = get_task_model()
 
 
 @task("cq.tasks.retry_tasks")

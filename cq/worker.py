@@ -25,7 +25,9 @@ from . import doorbell, execution
 from .conf import settings
 from .exceptions import TaskLost
 from .heartbeat import Heartbeat
-from .models import Task
+from .models import get_task_model
+
+Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 

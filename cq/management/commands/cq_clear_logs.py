@@ -6,7 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from cq.models import Task
+from cq.models import get_task_model
+
+Task = get_task_model()
 
 
 class Command(BaseCommand):

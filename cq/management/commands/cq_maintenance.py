@@ -6,8 +6,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from cq.models import Task, TaskStatus
+from cq.models import TaskStatus, get_task_model
 from cq.sweeper import sweep
+
+Task = get_task_model()
 
 CLEARABLE = {"failed": TaskStatus.FAILURE, "pending": TaskStatus.PENDING, "lost": TaskStatus.LOST,
              "succeeded": TaskStatus.SUCCESS, "incomplete": TaskStatus.INCOMPLETE, "revoked": TaskStatus.REVOKED}

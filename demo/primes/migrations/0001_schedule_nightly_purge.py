@@ -15,5 +15,5 @@ def unschedule(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("cq", "0002_repeatingtask")]
+    dependencies = [("cq", "0001_initial")]
     operations = [migrations.RunPython(schedule, unschedule)]

@@ -16,5 +16,5 @@ def unschedule(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("testapp", "0001_initial"), ("cq", "0002_repeatingtask")]
+    dependencies = [("testapp", "0001_initial"), ("cq", "0001_initial")]
     operations = [migrations.RunPython(schedule, unschedule)]
