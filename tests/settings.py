@@ -3,7 +3,8 @@
 ``CQ_TEST_DATABASE`` picks the database: ``sqlite`` (a file, so worker
 processes share it) or ``postgres`` (127.0.0.1:5432, user postgres). Redis is
 127.0.0.1:6379 database 7, keys under the ``cqtest`` prefix. A worker started
-by a test gets the test database's name in ``CQ_TEST_DB_NAME``.
+by a test gets the test database's name in ``CQ_TEST_DB_NAME``. Two suites can
+run at once with their own ``CQ_TEST_PG_TEST_NAME`` and ``CQ_TEST_REDIS_URL``.
 """
 
 import json
@@ -28,7 +29,7 @@ if DATABASE == "postgres":
             "USER": os.environ.get("CQ_TEST_PG_USER", "postgres"),
             "NAME": WORKER_DB_NAME or "test",
             "CONN_MAX_AGE": 60,
-            "TEST": {"NAME": "test_cq"},
+            "TEST": {"NAME": os.environ.get("CQ_TEST_PG_TEST_NAME", "test_cq")},
         }
     }
 elif DATABASE == "sqlite":
