@@ -26,11 +26,14 @@ test: install
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 
+# Each database: the suite on cq.Task, then the tests of a task model of the project's own.
 test-sqlite: install
-	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 test-postgres: install
-	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 # The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
 test-django6:
@@ -38,7 +41,7 @@ test-django6:
 	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
 	  $(VENV6)/bin/pip install -q --upgrade pip && \
 	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
-	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
 
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)

@@ -51,6 +51,8 @@ class Settings:
     RETRY_BACKOFF_MAX: float = 600.0
     #: Seconds a finished task is kept; ``None`` keeps it for ever.
     RESULT_TTL: int | None = 60 * 60 * 24 * 30
+    #: Least seconds between two writes of a running task's progress (the last is always written).
+    PROGRESS_INTERVAL: float = 0.5
     #: How many published log lines a task keeps (django-cq's ``limit``).
     LOG_LIMIT: int = 40
 

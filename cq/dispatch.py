@@ -15,6 +15,7 @@ from django.utils import timezone
 from . import current, doorbell, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
+from .metadata import apply_fields, own_columns
 from .models import DONE, TaskStatus, get_task_model
 
 Task = get_task_model()
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from .inline import InlineTask
 
 #: Row fields a caller may set through ``delay_args(**options)``.
-OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue"})
+OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
+                     "priority"})
+#: Priorities run from lowest to highest (those of Django's task framework).
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
@@ -55,10 +59,15 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
     run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
-    queue = options.pop("queue", None) or registry.get(func_name).queue
+    fn = registry.get(func_name)
+    queue = options.pop("queue", None) or fn.queue
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
-    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, **options)
+    fields = options.pop("fields", None)
+    priority = _priority(options.pop("priority", fn.priority))
+    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, priority=priority,
+                **options)
+    apply_fields(task, _fields(fn, fields))
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
         task.parent = parent = previous.parent
@@ -85,6 +94,27 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     return task
 
 
+def rerun(task: Task) -> Task:
+    """Queue a new top-level task like ``task``: its function, arguments, queue, priority,
+    result_ttl and fields (the JSON ones and the task model's own columns)."""
+    own = {name: getattr(task, name) for name in set(own_columns().values())}
+    return create(task.func_name, task.args, task.kwargs, submit=True, queue=task.queue, priority=task.priority,
+                  result_ttl=task.result_ttl, fields={**task.fields, **own})
+
+
+def _fields(fn: Any, given: Any) -> dict[str, Any]:
+    """The decorator's fields, updated with those given for this run."""
+    if given is not None and not isinstance(given, dict):
+        raise InvalidTask(f"fields= takes a dict, not {given!r}.")
+    return {**fn.fields, **(given or {})}
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidTask(f"priority= takes a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, not {value!r}.")
+    return value
+
+
 def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     """Create and queue one task per call in one INSERT, with one pipelined send on commit.
 
@@ -95,22 +125,27 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     Raises:
         InvalidTask: a call is not JSON, or an option is not allowed; nothing is written.
     """
-    unknown = set(options) - {"result_ttl", "queue", "countdown", "eta"}
+    allowed = {"result_ttl", "queue", "countdown", "eta", "fields", "priority"}
+    unknown = set(options) - allowed
     if unknown:
-        raise InvalidTask(f"delay_many() takes result_ttl, queue, countdown and eta, not {_names(unknown)}.")
+        raise InvalidTask(f"delay_many() takes {_names(allowed)}, not {_names(unknown)}.")
     if settings.SERIAL:
         return [delay(fn, *_split(call)) for call in calls]
     queue = options.pop("queue", None) or fn.queue
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
     run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
+    fields = _fields(fn, options.pop("fields", None))
+    priority = _priority(options.pop("priority", fn.priority))
     now = timezone.now()
     rows = []
     for call in calls:
         args, kwargs = _split(call)
         check_json(fn.name, args=args, kwargs=kwargs)
-        rows.append(Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
-                         run_after=run_after, submitted=now, created=now, **options))
+        row = Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
+                   run_after=run_after, submitted=now, created=now, priority=priority, **options)
+        apply_fields(row, fields)
+        rows.append(row)
     with transaction.atomic():
         _insert(rows)
         if run_after is None or run_after <= now:
@@ -136,8 +171,8 @@ def _insert(rows: list[Task]) -> None:
         for row in rows:
             values = [getattr(row, field.attname) for field in fields]
             for i in json_fields:
-                if values[i] is not None:
-                    values[i] = Jsonb(values[i])
+                value = fields[i].get_prep_value(values[i])
+                values[i] = None if value is None else Jsonb(value)
             copy.write_row(values)
     if connection.queries_logged:  # as Django logs its own statements (DEBUG, the debug toolbar, tests)
         connection.queries_log.append({"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - began:.3f}"})

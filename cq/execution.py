@@ -116,7 +116,7 @@ def _run(task: Task, batch: Batch | None) -> None:
         return
     try:
         if fn.atomic and batch is not None:
-            logs = task.log_records
+            before = _metadata(task)
             with _savepoint_on_first_query() as touched:
                 with _soft_time_limit(fn):
                     value = fn.func(task, *task.args, **task.kwargs)
@@ -124,7 +124,7 @@ def _run(task: Task, batch: Batch | None) -> None:
                     # Deferred constraints (foreign keys) are checked now, failing this task
                     # alone, rather than at the commit, failing the batch.
                     connection.check_constraints()
-                if touched() or task.log_records is not logs or not batch.defer(task, value):
+                if touched() or _metadata(task) != before or not batch.defer(task, value):
                     _record_return(task, value)
         elif fn.atomic:
             with transaction.atomic():
@@ -181,6 +181,12 @@ def _wait_on(task: Task, child: Task) -> None:
     _update(task, status=S.WAITING, waiting_on_id=child.pk)
     canvas.launch_subtasks(task)
     canvas.settle(task.pk)
+
+
+def _metadata(task: Task) -> tuple[int, ...]:
+    """What a running task may change besides its result, by identity: log lines, fields and
+    progress are replaced, never changed in place, when they change."""
+    return id(task.log_records), id(task.fields), id(task.__dict__.get("progress"))
 
 
 def batchable(task: Task) -> bool:
@@ -363,7 +369,8 @@ def _update(task: Task, **fields: Any) -> None:
     It reads back ``parent`` and ``has_next`` as they are now: another task may have
     adopted this one (returned it) or chained a task after it while it ran.
     """
-    fields.update(log_records=task.log_records, errbacks=task.errbacks)
+    fields.update(log_records=task.log_records, errbacks=task.errbacks, fields=task.fields,
+                  progress=task.__dict__.get("progress"))
     written = update_row(Task, task.pk, {"status": S.RUNNING}, fields, ["parent", "has_next"])
     if written is None:
         raise _Revoked

@@ -39,6 +39,8 @@ class InlineTask:
         self.result: Any = None
         self.error: str | None = None
         self.log_records: list[dict[str, Any]] = []
+        self.fields: dict[str, Any] = dict(fn.fields)
+        self.progress = _InlineProgress()
         self._fn = fn
         self._errbacks: list[tuple[Callable[..., Any], list[Any], dict[str, Any]]] = []
 
@@ -91,12 +93,23 @@ class InlineTask:
             record["origin"] = str(self.id)
         self.top.log_records.append(record)
 
+    def update(self, *, fields: dict[str, Any]) -> None:
+        self.fields = {**self.fields, **fields}
+
     @property
     def logs(self) -> list[dict[str, Any]]:
         return self.log_records
 
     def format_logs(self) -> str:
         return "\n".join(record["message"] for record in self.log_records)
+
+
+class _InlineProgress(dict):
+    """``cqt.progress`` of an inline run: kept in memory, as the row's would be."""
+
+    def __call__(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        percent = None if not total else round(min(current / total, 1.0) * 100, 1)
+        self.update(current=current, total=total, percent=percent, message=message)
 
 
 def run_inline(func: Any, args: Iterable[Any], kwargs: dict[str, Any] | None, *,

@@ -65,6 +65,43 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(models.Q(pk=top.pk) | models.Q(top=top.pk))
 
 
+class Progress(dict):
+    """What ``task.progress`` gives: the last progress recorded (``current``, ``total``,
+    ``percent``, ``message``; empty before any), and, called, the way to record it:
+    ``cqt.progress(3, 10, "third of ten")``."""
+
+    def __init__(self, task: AbstractTask, value: dict[str, Any] | None) -> None:
+        super().__init__(value or {})
+        self._task = task
+
+    def __call__(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        from .metadata import progress
+
+        progress(self._task, current, total, message)
+
+
+class _ProgressAttribute(models.query_utils.DeferredAttribute):
+    # A data descriptor (it has __set__), so that it is used even once the value is loaded.
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        if instance is None:
+            return self
+        return Progress(instance, super().__get__(instance, cls))
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.field.attname] = dict(value) if isinstance(value, Progress) else value
+
+
+class ProgressField(models.JSONField):
+    """A JSON column read as :class:`Progress`."""
+
+    descriptor_class = _ProgressAttribute
+
+    def get_prep_value(self, value: Any) -> Any:
+        if isinstance(value, Progress):
+            value = dict(value) or None
+        return super().get_prep_value(value)
+
+
 #: Names of the task table's indexes: short, since a model of your own (CQ_TASK_MODEL) has a
 #: longer app label and class name, and index names have at most 30 characters.
 N = "%(app_label)s_%(class)s_"
@@ -132,7 +169,7 @@ class AbstractTask(models.Model):
     result_expiry = models.DateTimeField(null=True, blank=True)
 
     fields = models.JSONField(default=dict, blank=True, help_text="Metadata of your own, as JSON.")
-    progress = models.JSONField(null=True, blank=True, help_text="current, total, percent, message.")
+    progress = ProgressField(null=True, blank=True, help_text="current, total, percent, message.")
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first within a queue.")
     unique_key = models.CharField(max_length=255, null=True, blank=True,
                                   help_text="No two active tasks share it.")
@@ -241,6 +278,30 @@ class AbstractTask(models.Model):
         from .canvas import errorback
 
         errorback(self, func, args, kwargs)
+
+    def update(self, *, fields: dict[str, Any]) -> None:
+        """Set metadata of your own (``fields=``) and store it at once."""
+        from .metadata import update
+
+        update(self, fields=fields)
+
+    def rerun(self) -> AbstractTask:
+        """Queue a new top-level task with this one's function, arguments, fields and options."""
+        from .dispatch import rerun
+
+        return rerun(self)
+
+    @property
+    def tree_progress(self) -> dict[str, Any]:
+        """This task's own progress while it runs; once it waits on subtasks, how many of them
+        have finished (``current``) out of how many (``total``)."""
+        if self.status != S.WAITING:
+            return dict(self.progress)
+        counts = dict(type(self)._default_manager.filter(parent=self.pk).values_list("status")
+                      .annotate(n=models.Count("pk")).values_list("status", "n"))
+        total, done = sum(counts.values()), sum(n for status, n in counts.items() if status in DONE)
+        percent = round(done / total * 100, 1) if total else None
+        return {"current": done, "total": total, "percent": percent, "message": None}
 
     def log(self, message: str, level: int = logging.INFO, publish: bool = True, limit: int | None = None) -> None:
         """Record a log line on this task; it rolls up to the top-level task."""

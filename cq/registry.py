@@ -33,7 +33,8 @@ class TaskFunction(Generic[P, R]):
 
     def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
                  retry_exceptions: Iterable[RetryRule] = (), queue: str = "default", retry_on_lost: bool = False,
-                 time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+                 time_limit: float | None = None, soft_time_limit: float | None = None,
+                 fields: dict[str, Any] | None = None, priority: int = 0) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
         if not QUEUE_NAME.fullmatch(queue):
@@ -41,8 +42,15 @@ class TaskFunction(Generic[P, R]):
         for limit in (time_limit, soft_time_limit):
             if limit is not None and limit <= 0:
                 raise ImproperlyConfigured(f"@task {name!r}: time limits are seconds above 0, not {limit}.")
+        if not isinstance(fields or {}, dict):
+            raise ImproperlyConfigured(f"@task {name!r}: fields= takes a dict, not {fields!r}.")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
+            raise ImproperlyConfigured(f"@task {name!r}: priority= takes a whole number from -100 to 100, "
+                                       f"not {priority!r}.")
         self.func = func
         self.name = name
+        self.fields = dict(fields or {})
+        self.priority = priority
         self.atomic = atomic
         self.retries = retries
         self.retry_exceptions = tuple(retry_exceptions)
@@ -74,6 +82,12 @@ class TaskFunction(Generic[P, R]):
 
         return delay(self, args, kwargs, submit=submit, **options)
 
+    def using(self, **options: Any) -> Bound:
+        """These options (those of ``delay_args``: ``fields``, ``priority``, ``queue``,
+        ``countdown``...) for the runs queued through what it returns:
+        ``send_invoice.using(priority=10, fields={"customer": 42}).delay(invoice_id)``."""
+        return Bound(self, options)
+
     def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
         """Queue one run per call (a list of arguments or a dict of keyword arguments) in one
         INSERT and one pipelined send; returns the ``Task`` rows."""
@@ -94,6 +108,28 @@ class TaskFunction(Generic[P, R]):
         return self.retry_on_lost and retries_done < max(self.retries, 1)
 
 
+class Bound:
+    """A task function with options given ahead: what ``fn.using(...)`` returns."""
+
+    def __init__(self, fn: TaskFunction[Any, Any], options: dict[str, Any]) -> None:
+        self.fn, self.options = fn, options
+
+    def __repr__(self) -> str:
+        return f"<TaskFunction {self.fn.name} using {self.options!r}>"
+
+    def using(self, **options: Any) -> Bound:
+        return Bound(self.fn, {**self.options, **options})
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn.delay_args(args, kwargs, **self.options)
+
+    def delay_args(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        return self.fn.delay_args(args, kwargs, **{**self.options, **options})
+
+    def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
+        return self.fn.delay_many(calls, **{**self.options, **options})
+
+
 def _matches(rule: RetryRule, error: BaseException) -> bool:
     if isinstance(rule, type) and issubclass(rule, BaseException):
         return isinstance(error, rule)
@@ -108,6 +144,7 @@ def task(func: Callable[..., R], /) -> TaskFunction[Any, R]: ...
 def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          retry_exceptions: Iterable[RetryRule] | RetryRule = (), queue: str = "default",
          retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
+         fields: dict[str, Any] | None = None, priority: int = 0,
          ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
@@ -118,7 +155,9 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     (not atomic), ``@task(atomic=False)``, ``@task(retries=3, retry_exceptions=[OSError,
     lambda e: 'timeout' in str(e)])``. An empty ``retry_exceptions`` retries any error.
     ``queue`` routes its tasks to workers started with ``--queues``; ``retry_on_lost``
-    retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds.
+    retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds;
+    ``fields`` is metadata every run starts with; ``priority`` (-100 to 100, higher first)
+    orders runs within a queue.
     """
     if callable(name_or_func):
         return _register(name_or_func, name, atomic, options)

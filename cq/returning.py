@@ -39,11 +39,13 @@ def update_returning(queryset: QuerySet[M], values: dict[str, Any], fields: Iter
 
 
 def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str, Any],
-               fields: list[str], using: str = "default") -> tuple[Any, ...] | None:
+               fields: list[str], using: Any = "default") -> tuple[Any, ...] | None:
     """``UPDATE`` one row, by primary key and only while ``guard`` holds; return ``fields``
     of the row as it now is (as database values: foreign keys as ids), or ``None`` if no row
-    matched. The statement is built once per shape: it is on every task's path."""
-    connection = connections[using]
+    matched. The statement is built once per shape: it is on every task's path. ``using`` is
+    a database alias, or a connection of one's own (PostgreSQL and SQLite only)."""
+    connection = connections[using] if isinstance(using, str) else using
+    using = connection.alias
     if connection.vendor not in _VENDORS:
         queryset = model._default_manager.using(using).filter(pk=pk, **guard)
         if not queryset.update(**values):

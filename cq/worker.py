@@ -21,7 +21,7 @@ from types import FrameType
 
 from django.db import close_old_connections, connection, connections
 
-from . import doorbell, execution
+from . import doorbell, execution, metadata
 from .conf import settings
 from .exceptions import TaskLost
 from .heartbeat import Heartbeat
@@ -82,7 +82,7 @@ class Worker:
         self._install_signal_handlers(signals)
         logger.info("Worker %s waiting for tasks of queue(s) %s.", self.name, ", ".join(self.queues))
         try:
-            with self.beating():
+            with self.beating(), metadata.writing_aside():
                 while not self._stopping.is_set() and self.hooks.keep_going():
                     self.run_once(self.poll_interval)
                     if self.max_tasks is not None and self.processed >= self.max_tasks:

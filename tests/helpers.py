@@ -50,7 +50,8 @@ class WorkerProcess:
         self.log = log
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "cq_runworker", "--settings=tests.settings", "--poll-interval=0.2", *args],
+            [sys.executable, "-m", "django", "cq_runworker", f"--settings={os.environ['DJANGO_SETTINGS_MODULE']}",
+             "--poll-interval=0.2", *args],
             cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT)
 
     @property

@@ -38,7 +38,7 @@ def test_unregistered_function_is_refused():
 
 def test_unknown_option_is_refused():
     with pytest.raises(InvalidTask, match="Unknown option"):
-        tasks.echo.delay_args(priority=3)
+        tasks.echo.delay_args(urgency=3)
     assert not Task.objects.exists()
 
 

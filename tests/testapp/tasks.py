@@ -278,3 +278,34 @@ def drops_database_connection(cqt):
     """Ends its own PostgreSQL session, as a database restart would."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+@task(fields={"kind": "report"})
+def reports_progress(cqt, steps, gate):
+    """Reports progress step by step; after the first step it waits for a Record ``gate``."""
+    deadline = time.monotonic() + 30
+    for step in range(1, steps + 1):
+        cqt.progress(step, steps, f"step {step}")
+        while step == 1 and not Record.objects.filter(key=gate).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Record {gate!r} within 30 s")
+            time.sleep(0.01)
+    cqt.update(fields={"steps_done": steps})
+    return steps
+
+
+@task
+def updates_fields(cqt, **fields):
+    cqt.update(fields=fields)
+    return sorted(cqt.fields)
+
+
+#: The same outside a transaction: on SQLite, the only way its progress is seen while it runs.
+reports_progress_outside = task("reports_progress_outside", atomic=False)(reports_progress.func)
+
+
+@task
+def renames_organisation(cqt, name):
+    """Sets a column of the project's own task model (tests.customtask) while it runs."""
+    cqt.update(fields={"organisation": name})
+    return cqt.organisation

@@ -1,0 +1,61 @@
+"""A task model of the project's own (CQ_TASK_MODEL = customtask.OwnedTask, with an owner and an
+organisation). `make test` runs this file alone with tests.settings_custom; the rest of the suite
+runs on cq.Task."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from cq.models import get_task_model
+from tests.testapp import tasks
+
+pytestmark = [pytest.mark.custom_model, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def owned():
+    from tests.customtask.models import OwnedTask
+
+    return OwnedTask
+
+
+def test_cq_uses_the_projects_task_model(owned):
+    from cq.models import Task
+
+    assert get_task_model() is owned
+    assert Task._meta.swapped == "customtask.OwnedTask"
+
+
+def test_typed_columns_are_set_with_fields_and_found_with_a_plain_filter(owned, drain):
+    ann, bob = User.objects.create(username="ann"), User.objects.create(username="bob")
+    mine = tasks.add.using(fields={"owner": ann, "organisation": "acme", "ticket": 7}).delay(1, 2)
+    theirs = tasks.add.using(fields={"owner_id": bob.pk}).delay(3, 4)
+    revoked = tasks.add.using(fields={"owner": ann}).delay(0, 0)
+    revoked.revoke()
+    assert isinstance(mine, owned)
+    assert drain() == 2
+    assert list(owned.objects.filter(owner=ann).exclude(status=owned.STATUS_REVOKED)) == [mine]
+    assert list(ann.cq_tasks.filter(status=owned.STATUS_SUCCESS)) == [mine]
+    mine.refresh_from_db()
+    assert (mine.result, mine.organisation, mine.fields) == (3, "acme", {"ticket": 7})
+    assert theirs.wait().owner == bob
+
+
+def test_subtasks_chains_and_reruns_keep_to_the_projects_model(owned, drain):
+    ann = User.objects.create(username="ann")
+    parent = tasks.subtask_then_chain.using(fields={"owner": ann}).delay()
+    drain()
+    parent.refresh_from_db()
+    assert parent.status == owned.STATUS_SUCCESS
+    assert all(isinstance(t, owned) for t in parent.subtasks.all())
+    again = parent.rerun()
+    assert (again.owner, type(again)) == (ann, owned)
+
+
+def test_a_running_task_sets_its_own_columns(owned, start_worker):
+    worker = start_worker("-c", "1")
+    task = tasks.renames_organisation.using(fields={"organisation": "old"}).delay("new")
+    task = task.wait(30_000)
+    assert (task.status, task.result, task.organisation) == (owned.STATUS_SUCCESS, "new", "new")
+    assert worker.stop() == 0, worker.output

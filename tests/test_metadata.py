@@ -1,0 +1,103 @@
+"""Metadata of a project's own on tasks (fields), progress, re-running a task, priority."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from cq import task
+from cq.exceptions import InvalidTask
+from cq.models import Task
+from tests.helpers import eventually
+from tests.testapp import tasks
+from tests.testapp.models import Record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_fields_come_from_the_decorator_the_call_and_the_running_task(drain):
+    queued = tasks.updates_fields.using(fields={"customer": 42}).delay_args(kwargs={"stage": "sent"})
+    assert Task.objects.get(pk=queued.pk).fields == {"customer": 42}  # stored at enqueue
+    other = tasks.reports_progress.delay_args((1, "open"))
+    assert Task.objects.get(pk=other.pk).fields == {"kind": "report"}  # the decorator's
+    Record.objects.create(key="open")
+    assert drain() == 2
+    queued.refresh_from_db()
+    assert queued.fields == {"customer": 42, "stage": "sent"}
+    assert queued.result == ["customer", "stage"]
+    other.refresh_from_db()
+    assert (other.status, other.error, other.fields) == ("S", None, {"kind": "report", "steps_done": 1})
+    # A plain ORM filter finds them.
+    assert list(Task.objects.filter(fields__customer=42).exclude(status=Task.STATUS_REVOKED)) == [queued]
+
+
+def test_bad_fields_and_priorities_are_refused_where_they_are_given():
+    with pytest.raises(InvalidTask, match="fields= takes a dict"):
+        tasks.echo.delay_args(fields=["a"])
+    with pytest.raises(InvalidTask, match="cannot set status: cq's own column"):
+        tasks.echo.delay_args(fields={"status": "S"})
+    with pytest.raises(InvalidTask, match="not JSON-serialisable"):
+        tasks.echo.using(fields={"when": object()}).delay()
+    with pytest.raises(InvalidTask, match="priority= takes a whole number from -100 to 100"):
+        tasks.echo.delay_args(priority=101)
+    with pytest.raises(InvalidTask, match="priority="):
+        tasks.echo.delay_many([(1,)], priority="high")
+    assert not Task.objects.exists()
+    with pytest.raises(ImproperlyConfigured, match="priority= takes a whole number"):
+        task("bad-priority", priority=1.5)(lambda cqt: None)
+    with pytest.raises(ImproperlyConfigured, match="fields= takes a dict"):
+        task("bad-fields", fields="x")(lambda cqt: None)
+
+
+def test_progress_is_seen_while_the_task_runs_and_complete_at_the_end(start_worker):
+    # An atomic task's progress is written aside its transaction on PostgreSQL; SQLite has one
+    # writer at a time, so there only a task outside a transaction shows progress as it runs.
+    kind = tasks.reports_progress if connection.vendor == "postgresql" else tasks.reports_progress_outside
+    worker = start_worker("-c", "1")
+    running = kind.delay(3, "go")
+    seen = eventually(lambda: Task.objects.get(pk=running.pk).progress or None, 30, "the first progress")
+    assert seen == {"current": 1, "total": 3, "percent": 33.3, "message": "step 1"}
+    assert Task.objects.get(pk=running.pk).status == Task.STATUS_RUNNING
+    Record.objects.create(key="go")
+    done = running.wait(30_000)
+    assert (done.status, done.progress["percent"], done.progress["message"]) == (Task.STATUS_SUCCESS, 100.0, "step 3")
+    assert Task.objects.filter(progress__percent=100.0).count() == 1
+    assert worker.stop() == 0, worker.output
+
+
+def test_progress_is_checked_and_works_inline():
+    inline = tasks.reports_progress.__wrapped__  # the plain function, given an inline cqt below
+    assert callable(inline)
+    task_ = Task(func_name="x")
+    with pytest.raises(InvalidTask, match="numbers of 0 or more"):
+        task_.progress(-1)
+    with pytest.raises(InvalidTask, match="message string"):
+        task_.progress(1, 2, message=3)
+    task_.progress(1, 4)
+    assert task_.progress == {"current": 1, "total": 4, "percent": 25.0, "message": None}
+    Record.objects.create(key="inline")
+    assert tasks.reports_progress(2, "inline") == 2  # a plain call: progress kept in memory
+
+
+def test_a_parent_waiting_on_subtasks_shows_how_many_finished(drain):
+    parent = tasks.spawns_subtask_returns_own.delay()
+    assert drain() >= 1
+    parent.refresh_from_db()
+    assert parent.status == Task.STATUS_SUCCESS
+    assert parent.tree_progress == {}  # it no longer waits: its own (none reported)
+    waiting = Task.objects.create(func_name=tasks.noop.name, status=Task.STATUS_WAITING)
+    Task.objects.create(func_name=tasks.noop.name, parent=waiting, status=Task.STATUS_SUCCESS)
+    Task.objects.create(func_name=tasks.noop.name, parent=waiting, status=Task.STATUS_QUEUED)
+    assert waiting.tree_progress == {"current": 1, "total": 2, "percent": 50.0, "message": None}
+
+
+def test_rerun_queues_the_same_call_again(drain):
+    first = tasks.add.using(fields={"batch": 7}, priority=5).delay(2, 3)
+    drain()
+    again = first.wait().rerun()
+    assert again.pk != first.pk
+    assert (again.func_name, again.args, again.kwargs, again.fields, again.priority, again.status) == (
+        first.func_name, [2, 3], {}, {"batch": 7}, 5, Task.STATUS_QUEUED)
+    drain()
+    assert again.wait().result == 5
