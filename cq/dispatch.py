@@ -87,7 +87,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
         # Tells the previous task, as it finishes, that it has a chain to launch.
         Task.objects.filter(pk=previous.pk, has_next=False).update(has_next=True)
     if launch_now and (run_after is None or run_after <= task.submitted):
-        doorbell.ring_on_commit([(task.pk, task.queue)])
+        doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
     elif submit and previous is not None:
         # The previous task may have finished while this row was being written.
         transaction.on_commit(lambda: launch_if_previous_done(task))
@@ -149,7 +149,7 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     with transaction.atomic():
         _insert(rows)
         if run_after is None or run_after <= now:
-            doorbell.ring_on_commit((task.pk, queue) for task in rows)
+            doorbell.ring_on_commit((task.pk, queue, priority) for task in rows)
     return rows
 
 
@@ -216,7 +216,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
         DuplicateSubmitError: the task is not PENDING (already submitted, or finished).
         InvalidTask: ``prepend_args`` are not JSON.
     """
-    task.refresh_from_db(fields=["status", "args", "queue"])
+    task.refresh_from_db(fields=["status", "args", "queue", "priority"])
     if task.status == TaskStatus.REVOKED:
         return
     args = [*prepend_args, *task.args]
@@ -229,14 +229,14 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
             task.refresh_from_db(fields=["status"])
             raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
                                        f"it cannot be submitted again.")
-        doorbell.ring_on_commit([(task.pk, task.queue)])
+        doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
     task.status, task.args, task.submitted = TaskStatus.QUEUED, args, now
 
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
     """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
-    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue"))
-    ids = [pk for pk, _queue in found]
+    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue", "priority"))
+    ids = [pk for pk, *_ in found]
     if ids:
         Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(
             status=TaskStatus.QUEUED, submitted=timezone.now())

@@ -65,33 +65,37 @@ def channel(queue: str) -> str:
     return settings.CHANNEL if queue == DEFAULT_QUEUE else f"{settings.CHANNEL}.{queue}"
 
 
-def ring(task_ids: Iterable[Any], queue: str = DEFAULT_QUEUE) -> None:
-    """Tell workers of ``queue`` these tasks are ready. Never raises: a lost doorbell only delays
-    a task, because workers also find QUEUED rows in the database (after ``CQ_QUEUED_GRACE`` s).
+def ring(task_ids: Iterable[Any], queue: str = DEFAULT_QUEUE, priorities: Iterable[int] | None = None) -> None:
+    """Tell workers of ``queue`` these tasks are ready (those of higher ``priorities`` first, on
+    cq's Redis layer). Never raises: a lost doorbell only delays a task, because workers also
+    find QUEUED rows in the database (after ``CQ_QUEUED_GRACE`` s).
     """
     messages = [{"type": MESSAGE_TYPE, "id": str(task_id)} for task_id in task_ids]
     if not messages:
         return
     try:
-        run(_send(channel(queue), messages), SEND_TIMEOUT)
+        run(_send(channel(queue), messages, list(priorities or [0] * len(messages))), SEND_TIMEOUT)
     except Exception as error:
         logger.warning("Could not ring the doorbell of %d task(s) (%s: %s); they stay QUEUED and a "
                        "worker will pick them up from the database.", len(messages), type(error).__name__, error)
 
 
-def ring_on_commit(tasks: Iterable[tuple[Any, str]]) -> None:
-    """Ring for ``(task_id, queue)`` pairs once the current transaction commits (at once in autocommit)."""
-    by_queue: dict[str, list[Any]] = {}
-    for task_id, queue in tasks:
-        by_queue.setdefault(queue, []).append(task_id)
-    for queue, ids in by_queue.items():
-        transaction.on_commit(functools.partial(ring, ids, queue))
+def ring_on_commit(tasks: Iterable[tuple[Any, str, int]]) -> None:
+    """Ring for ``(task_id, queue, priority)`` once the current transaction commits (at once in
+    autocommit)."""
+    by_queue: dict[str, tuple[list[Any], list[int]]] = {}
+    for task_id, queue, priority in tasks:
+        ids, priorities = by_queue.setdefault(queue, ([], []))
+        ids.append(task_id)
+        priorities.append(priority)
+    for queue, (ids, priorities) in by_queue.items():
+        transaction.on_commit(functools.partial(ring, ids, queue, priorities))
 
 
-async def _send(name: str, messages: list[dict[str, str]]) -> None:
+async def _send(name: str, messages: list[dict[str, str]], priorities: list[int]) -> None:
     layer = get_layer()
     if hasattr(layer, "send_many"):
-        await layer.send_many(name, messages)
+        await layer.send_many(name, messages, priorities)
     else:
         for message in messages:
             await layer.send(name, message)

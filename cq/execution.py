@@ -71,7 +71,7 @@ def release(task_ids: list[Any], worker: str) -> None:
     """Put back tasks ``worker`` claimed but never started (it stopped, or died, first)."""
     with transaction.atomic():
         mine = Task.objects.filter(pk__in=task_ids, status=S.RUNNING, worker=worker)
-        found = list(mine.values_list("pk", "queue"))
+        found = list(mine.values_list("pk", "queue", "priority"))
         mine.update(status=S.QUEUED, started=None, submitted=timezone.now())
         doorbell.ring_on_commit(found)
 
@@ -85,11 +85,12 @@ def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> l
     # partial index only when the query repeats the index's condition.
     due = (Q(status__in=[S.QUEUED, S.RETRY])
            & (Q(status=S.RETRY) | Q(submitted__lte=now - timedelta(seconds=grace))) & _ready(now))
-    oldest = Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues).order_by("submitted")
+    oldest = (Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues)
+              .order_by("-priority", "submitted"))
     with transaction.atomic():
         claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]),
                                    {"status": S.RUNNING, "started": now, "worker": worker})
-    return sorted(claimed, key=lambda task: task.submitted)
+    return sorted(claimed, key=lambda task: (-task.priority, task.submitted))
 
 
 def _ready(now: datetime) -> Q:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 #: Defaults for a layer that only carries doorbells: keep unread doorbells for
 #: a day and let a backlog grow large before a send is refused.
 DOORBELL_LAYER_CONFIG: dict[str, Any] = {"prefix": "cq", "expiry": 86400, "capacity": 1_000_000}
+#: Seconds a doorbell's score moves earlier per point of priority: priority 100 is 5 hours
+#: ahead, inside the day a doorbell is kept. So a task of higher priority goes first unless
+#: one of lower priority has waited 3 minutes per point of difference (none starves).
+PRIORITY_STEP = 180
 
 
 # Drop expired messages, add as many as fit under capacity, refresh the key's expiry:
@@ -73,13 +77,20 @@ class RedisChannelLayer(_ChannelsRedisLayer):
             messages.append(self.deserialize(popped[1]))
         return messages
 
-    async def send_many(self, channel: str, messages: list[dict[str, Any]]) -> int:
-        """Send ``messages`` to ``channel`` in one round trip; returns how many fitted under capacity."""
+    async def send_many(self, channel: str, messages: list[dict[str, Any]], priorities: list[int] | None = None) -> int:
+        """Send ``messages`` to ``channel`` in one round trip; returns how many fitted under capacity.
+
+        A message's score (channels-redis's send time) is moved PRIORITY_STEP seconds earlier
+        per point of its priority, so that ZPOPMIN hands out higher priorities first, and
+        among equals the oldest first.
+        """
         assert "!" not in channel, "send_many serves normal channels only"
         connection = self.connection(next(self._send_index_generator))
         now = time.time()
-        # Scores rise by a microsecond per doorbell so that ZPOPMIN hands them out in order.
-        pairs = [value for i, message in enumerate(messages) for value in (now + i * 1e-6, self.serialize(message))]
+        priorities = priorities or [0] * len(messages)
+        # Scores also rise by a microsecond per doorbell so that ZPOPMIN hands them out in order.
+        pairs = [value for i, (message, priority) in enumerate(zip(messages, priorities, strict=True))
+                 for value in (now + i * 1e-6 - priority * PRIORITY_STEP, self.serialize(message))]
         sent = await connection.eval(_SEND_MANY, 1, self.prefix + channel, int(now) - int(self.expiry),
                                      self.get_capacity(channel), int(self.expiry), *pairs)
         if sent < len(messages):

@@ -112,10 +112,10 @@ def release_delayed(now: datetime, limit: int = 500) -> int:
     sets ``submitted``, which also restarts its grace period for the worker poll.
     """
     due = Task.objects.filter(status=TaskStatus.QUEUED, run_after__lte=now, submitted__lt=F("run_after"))
-    found = list(due.values_list("pk", "queue")[:limit])
+    found = list(due.values_list("pk", "queue", "priority")[:limit])
     if found:
         with transaction.atomic():
-            Task.objects.filter(pk__in=[pk for pk, _ in found], submitted__lt=F("run_after")).update(submitted=now)
+            Task.objects.filter(pk__in=[pk for pk, *_ in found], submitted__lt=F("run_after")).update(submitted=now)
             doorbell.ring_on_commit(found)
     return len(found)
 

@@ -33,7 +33,7 @@ def retry_tasks(cqt: Any, retry_delay: float | None = None) -> int:
     ids = [t.pk for t in due]
     queued = Task.objects.filter(pk__in=ids, status=TaskStatus.RETRY).update(
         status=TaskStatus.QUEUED, run_after=None, submitted=now)
-    doorbell.ring_on_commit(Task.objects.filter(pk__in=ids).values_list("pk", "queue"))
+    doorbell.ring_on_commit(Task.objects.filter(pk__in=ids).values_list("pk", "queue", "priority"))
     for pk in ids:
         cqt.log(f"Retrying: {pk}", publish=False)
     return queued

@@ -101,3 +101,28 @@ def test_rerun_queues_the_same_call_again(drain):
         first.func_name, [2, 3], {}, {"batch": 7}, 5, Task.STATUS_QUEUED)
     drain()
     assert again.wait().result == 5
+
+
+def test_higher_priority_runs_first_through_doorbells_and_the_database(worker):
+    from django.db import transaction
+
+    from tests.testapp.models import Record
+
+    with transaction.atomic():  # their doorbells ring together: each score says its priority
+        created = [tasks.counts_run.using(priority=p).delay(f"p{p}") for p in (0, -5, 10, 3)]
+    # An idle worker takes its first doorbell alone, then the rest at once; either way,
+    # the highest first.
+    while worker.run_once(0):
+        pass
+    order = list(Record.objects.order_by("id").values_list("key", flat=True))
+    assert order == ["p10", "p3", "p0", "p-5"]
+    assert {t.wait().status for t in created} == {Task.STATUS_SUCCESS}
+
+
+def test_the_databases_look_for_work_takes_the_highest_priority_first():
+    from cq import execution
+
+    low = tasks.echo.using(priority=-1).delay("low")
+    high = tasks.echo.using(priority=7).delay("high")
+    assert [t.pk for t in execution.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
+    assert [t.pk for t in execution.claim_due("test", ["default"], 0, limit=1)] == [low.pk]
