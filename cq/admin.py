@@ -24,7 +24,8 @@ Task = get_task_model()
 def _link(task_id: Any, text: Any = None) -> str:
     if task_id is None:
         return "-"
-    return format_html('<a href="{}">{}</a>', reverse("admin:cq_task_change", args=[task_id]), text or task_id)
+    url = reverse(f"admin:{Task._meta.app_label}_{Task._meta.model_name}_change", args=[task_id])
+    return format_html('<a href="{}">{}</a>', url, text or task_id)
 
 
 def _links(ids: list[Any]) -> str:
@@ -41,9 +42,10 @@ class TaskAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = ("id", "func_name", "status", "arguments", "result_json", "error", "exception", "traceback",
-              "formatted_logs", "parent_link", "top_link", "previous_link", "next_links", "subtask_links",
-              "waiting_on_link", "submitted", "started", "finished", "run_after", "retries", "last_retry",
-              "worker", "force_chain", "result_ttl", "result_expiry")
+              "progress_text", "fields_json", "formatted_logs", "parent_link", "top_link", "previous_link",
+              "next_links", "subtask_links", "waiting_on_link", "queue", "priority", "submitted", "started",
+              "finished", "run_after", "retries", "last_retry", "worker", "force_chain", "result_ttl",
+              "result_expiry")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -59,6 +61,19 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="Result")
     def result_json(self, obj: Task) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.result, indent=2))
+
+    @admin.display(description="Progress")
+    def progress_text(self, obj: Task) -> str:
+        progress = obj.tree_progress
+        if not progress:
+            return "-"
+        total = "" if progress["total"] is None else f" of {progress['total']}"
+        percent = "" if progress["percent"] is None else f" ({progress['percent']}%)"
+        return f"{progress['current']}{total}{percent} {progress['message'] or ''}".strip()
+
+    @admin.display(description="Fields")
+    def fields_json(self, obj: Task) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.fields, indent=2))
 
     @admin.display(description="Logs")
     def formatted_logs(self, obj: Task) -> str:

@@ -118,3 +118,11 @@ def test_repeating_task_actions_run_now_disable_and_enable(staff_client):
     staff_client.post(url, {"action": "enable", "_selected_action": [rt.pk]})
     rt.refresh_from_db()
     assert rt.enabled and rt.next_run.hour == 12
+
+
+def test_detail_shows_progress_and_fields(staff_client):
+    task = tasks.echo.using(fields={"customer": 42}).delay()
+    Task.objects.filter(pk=task.pk).update(progress={"current": 2, "total": 8, "percent": 25.0, "message": "half"})
+    page = staff_client.get(reverse("admin:cq_task_change", args=[task.pk])).content.decode()
+    assert "2 of 8 (25.0%) half" in page
+    assert "&quot;customer&quot;: 42" in page

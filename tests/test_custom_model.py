@@ -59,3 +59,15 @@ def test_a_running_task_sets_its_own_columns(owned, start_worker):
     task = task.wait(30_000)
     assert (task.status, task.result, task.organisation) == (owned.STATUS_SUCCESS, "new", "new")
     assert worker.stop() == 0, worker.output
+
+
+def test_the_admin_lists_and_links_the_projects_tasks(owned, client, drain):
+    from django.urls import reverse
+
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    parent = tasks.spawns_subtask_returns_own.delay()
+    drain()
+    child = parent.subtasks.get()
+    page = client.get(reverse("admin:customtask_ownedtask_change", args=[parent.pk])).content.decode()
+    assert reverse("admin:customtask_ownedtask_change", args=[child.pk]) in page
+    assert client.get(reverse("admin:customtask_ownedtask_changelist")).status_code == 200
