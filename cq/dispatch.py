@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as settings_django
-from django.db import connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from . import current, doorbell, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
-from .models import DONE, TaskStatus, get_task_model
+from .models import ACTIVE, DONE, TaskStatus, get_task_model
 
 Task = get_task_model()
 
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from .inline import InlineTask
 
 #: Row fields a caller may set through ``delay_args(**options)``.
-OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue"})
+OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "unique_key"})
+#: Statuses in which a task holds its ``unique_key``: the partial unique constraint's, in its order.
+HOLDS_KEY = sorted(ACTIVE | {TaskStatus.RETRY})
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
@@ -38,6 +40,8 @@ def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = N
     """
     fn = registry.get(registry.name_of(func))
     if settings.SERIAL:
+        # An inline run has finished before the next can start: no two are ever active at once.
+        options.pop("unique_key", None)
         if options or not submit:
             raise InvalidTask(f"CQ_SERIAL runs tasks inline, so delay_args() takes no options ({_names(options)}).")
         from .inline import run_inline
@@ -58,6 +62,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     queue = options.pop("queue", None) or registry.get(func_name).queue
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+    _check_unique_key(options)
     task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
@@ -73,7 +78,9 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     launch_now = submit and previous is None and (parent is None or parent.status == TaskStatus.WAITING)
     if launch_now:
         task.status = TaskStatus.QUEUED
-    task.save(force_insert=True)
+    saved = _insert_one(task)
+    if saved is not task:
+        return saved
     if previous is not None:
         # Tells the previous task, as it finishes, that it has a chain to launch.
         Task.objects.filter(pk=previous.pk, has_next=False).update(has_next=True)
@@ -83,6 +90,40 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
         # The previous task may have finished while this row was being written.
         transaction.on_commit(lambda: launch_if_previous_done(task))
     return task
+
+
+def _check_unique_key(options: dict[str, Any]) -> None:
+    key = options.get("unique_key")
+    if key is None:
+        return
+    if not isinstance(key, str) or not 0 < len(key) <= registry.KEY_LENGTH:
+        raise InvalidTask(f"unique_key= takes a string of 1-{registry.KEY_LENGTH} characters, not {key!r}.")
+    if options.get("parent") is not None or options.get("previous") is not None:
+        raise InvalidTask("unique_key= is for top-level tasks: a subtask or chained task given the key of a "
+                          "task outside its tree could not be waited for.")
+
+
+def _insert_one(task: Task) -> Task:
+    """Insert ``task``; if its ``unique_key`` is held by an active task, return that task instead.
+
+    The partial unique constraint decides, not a look before the insert: the insert runs in a
+    savepoint (so that the caller's transaction survives the refusal), and on PostgreSQL it waits
+    for an uncommitted twin's transaction to end. If the holder finished in between, try again.
+    """
+    if task.unique_key is None:
+        task.save(force_insert=True)
+        return task
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                task.save(force_insert=True)
+            return task
+        except IntegrityError as error:
+            refused = error
+        holder = Task.objects.filter(unique_key=task.unique_key, status__in=HOLDS_KEY).first()
+        if holder is not None:
+            return holder
+    raise refused
 
 
 def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
@@ -95,6 +136,9 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     Raises:
         InvalidTask: a call is not JSON, or an option is not allowed; nothing is written.
     """
+    if "unique_key" in options:
+        raise InvalidTask("delay_many() takes no unique_key: one key for many tasks would queue only the first. "
+                          "Call delay_args(args, kwargs, unique_key=...) once per task instead.")
     unknown = set(options) - {"result_ttl", "queue", "countdown", "eta"}
     if unknown:
         raise InvalidTask(f"delay_many() takes result_ttl, queue, countdown and eta, not {_names(unknown)}.")

@@ -22,6 +22,8 @@ RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
 QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
+#: Longest key (``unique_key``, ``concurrency_key``): the column's length.
+KEY_LENGTH = 255
 
 
 class TaskFunction(Generic[P, R]):
