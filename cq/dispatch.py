@@ -58,12 +58,14 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
                           f"and the task's own keyword arguments go in kwargs=.")
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
+    fn = registry.get(func_name)
     run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
-    queue = options.pop("queue", None) or registry.get(func_name).queue
+    queue = options.pop("queue", None) or fn.queue
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
     _check_unique_key(options)
-    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, **options)
+    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue,
+                concurrency_key=fn.concurrency_key_for(args, kwargs), **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
         task.parent = parent = previous.parent
@@ -154,7 +156,8 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
         args, kwargs = _split(call)
         check_json(fn.name, args=args, kwargs=kwargs)
         rows.append(Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
-                         run_after=run_after, submitted=now, created=now, **options))
+                         run_after=run_after, submitted=now, created=now,
+                         concurrency_key=fn.concurrency_key_for(args, kwargs), **options))
     with transaction.atomic():
         _insert(rows)
         if run_after is None or run_after <= now:
@@ -225,15 +228,18 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
         DuplicateSubmitError: the task is not PENDING (already submitted, or finished).
         InvalidTask: ``prepend_args`` are not JSON.
     """
-    task.refresh_from_db(fields=["status", "args", "queue"])
+    task.refresh_from_db(fields=["status", "args", "kwargs", "queue", "concurrency_key"])
     if task.status == TaskStatus.REVOKED:
         return
     args = [*prepend_args, *task.args]
     check_json(task.func_name, args=args)
+    fn = registry.lookup(task.func_name)
+    if prepend_args and fn is not None:  # the key is a function of the arguments
+        task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
     now = timezone.now()
     with transaction.atomic():
         updated = Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, args=args, submitted=now)
+            status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=task.concurrency_key)
         if not updated:
             task.refresh_from_db(fields=["status"])
             raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "

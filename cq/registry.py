@@ -13,7 +13,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .exceptions import TaskNotRegistered
+from .exceptions import InvalidTask, TaskNotRegistered
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,7 +35,9 @@ class TaskFunction(Generic[P, R]):
 
     def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
                  retry_exceptions: Iterable[RetryRule] = (), queue: str = "default", retry_on_lost: bool = False,
-                 time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+                 time_limit: float | None = None, soft_time_limit: float | None = None,
+                 concurrency_key: str | Callable[..., str | None] | None = None,
+                 max_concurrency: int | None = None) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
         if not QUEUE_NAME.fullmatch(queue):
@@ -43,6 +45,7 @@ class TaskFunction(Generic[P, R]):
         for limit in (time_limit, soft_time_limit):
             if limit is not None and limit <= 0:
                 raise ImproperlyConfigured(f"@task {name!r}: time limits are seconds above 0, not {limit}.")
+        _check_concurrency(name, concurrency_key, max_concurrency)
         self.func = func
         self.name = name
         self.atomic = atomic
@@ -52,6 +55,8 @@ class TaskFunction(Generic[P, R]):
         self.retry_on_lost = retry_on_lost
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
+        self.concurrency_key = concurrency_key
+        self.max_concurrency = max_concurrency
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -83,6 +88,29 @@ class TaskFunction(Generic[P, R]):
 
         return delay_many(self, calls, **options)
 
+    @property
+    def limited(self) -> bool:
+        """Whether its tasks must be admitted (a concurrency limit) before they run."""
+        return self.max_concurrency is not None
+
+    def concurrency_key_for(self, args: Iterable[Any], kwargs: dict[str, Any]) -> str | None:
+        """The concurrency key of a run with these arguments (``None``: not limited).
+
+        Raises:
+            InvalidTask: the key function raised, or returned something other than a string.
+        """
+        key = self.concurrency_key
+        if callable(key):
+            try:
+                key = key(*args, **kwargs)
+            except Exception as error:
+                raise InvalidTask(f"The concurrency_key of task {self.name!r} raised {type(error).__name__}: "
+                                  f"{error}; it is called with the task's arguments, without cqt.") from error
+        if key is not None and not _is_key(key):
+            raise InvalidTask(f"The concurrency_key of task {self.name!r} gave {key!r}; it must give a string "
+                              f"of 1-{KEY_LENGTH} characters, or None for no limit.")
+        return key
+
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Whether a run that raised ``error`` gets another attempt."""
         if retries_done >= self.retries:
@@ -94,6 +122,21 @@ class TaskFunction(Generic[P, R]):
     def should_retry_lost(self, retries_done: int) -> bool:
         """Whether a run lost with its worker gets another attempt (one at least, with ``retry_on_lost``)."""
         return self.retry_on_lost and retries_done < max(self.retries, 1)
+
+
+def _is_key(key: Any) -> bool:
+    return isinstance(key, str) and 0 < len(key) <= KEY_LENGTH
+
+
+def _check_concurrency(name: str, key: Any, limit: Any) -> None:
+    if key is not None and not (callable(key) or _is_key(key)):
+        raise ImproperlyConfigured(f"@task {name!r}: concurrency_key is a string of 1-{KEY_LENGTH} characters or "
+                                   f"a function of the task's arguments that returns one, not {key!r}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ImproperlyConfigured(f"@task {name!r}: max_concurrency is a whole number, 1 or more, not {limit!r}.")
+    if (key is None) != (limit is None):
+        raise ImproperlyConfigured(f"@task {name!r}: give concurrency_key and max_concurrency together: the key "
+                                   f"says which tasks count against one limit, max_concurrency how many may run.")
 
 
 def _matches(rule: RetryRule, error: BaseException) -> bool:
@@ -110,6 +153,7 @@ def task(func: Callable[..., R], /) -> TaskFunction[Any, R]: ...
 def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          retry_exceptions: Iterable[RetryRule] | RetryRule = (), queue: str = "default",
          retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
+         concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
          ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
@@ -121,6 +165,11 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     lambda e: 'timeout' in str(e)])``. An empty ``retry_exceptions`` retries any error.
     ``queue`` routes its tasks to workers started with ``--queues``; ``retry_on_lost``
     retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds.
+    ``concurrency_key`` (a string, or a function of the task's arguments returning one) with
+    ``max_concurrency`` limits how many tasks of one key run at once. See ``cq.limits``.
+
+    Raises:
+        ImproperlyConfigured: an option is out of range, when the decorator runs.
     """
     if callable(name_or_func):
         return _register(name_or_func, name, atomic, options)

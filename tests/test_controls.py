@@ -1,16 +1,20 @@
-"""Unique tasks (issue 6)."""
+"""Unique tasks and per-key concurrency limits (issue 6)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from cq import doorbell
-from cq.exceptions import InvalidTask
+from cq import doorbell, execution, registry
+from cq.exceptions import InvalidTask, TaskLost
 from cq.models import Task
+from cq.registry import task
 from tests.helpers import eventually
+from tests.test_queries import full_scans
 from tests.testapp import tasks
 from tests.testapp.models import Record
 
@@ -20,6 +24,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def doorbells() -> list[str]:
     """The task ids whose doorbells are waiting (taking them)."""
     return doorbell.listen(["default"], 100, 0)
+
+
+def wait_until_done(ids: list, seconds: float) -> None:
+    eventually(lambda: not Task.objects.filter(pk__in=ids).exclude(status__in=Task.STATUS_DONE).exists(),
+               seconds, "the tasks to finish")
 
 
 # -- unique tasks -------------------------------------------------------------------------------
@@ -138,3 +147,156 @@ def test_unique_key_under_cq_serial_runs_inline(settings):
     assert tasks.echo.delay_args((1,), unique_key="k").result == [1]
     assert tasks.echo.delay_args((2,), unique_key="k").result == [2]
     assert not Task.objects.exists()
+
+
+# -- concurrency limits -------------------------------------------------------------------------
+
+def test_concurrency_key_is_computed_from_the_arguments_at_enqueue():
+    one = tasks.one_per_customer.delay("acme")
+    many = tasks.one_per_customer.delay_many([("a",), {"customer": "b", "seconds": 0}])
+    plain = tasks.two_at_a_time.delay()
+    rows = dict(Task.objects.values_list("pk", "concurrency_key"))
+    assert [rows[t.pk] for t in [one, *many, plain]] == ["customer:acme", "customer:a", "customer:b", "mailer"]
+    assert Task.objects.get(pk=tasks.echo.delay().pk).concurrency_key is None
+    # Arguments put first by submit() can change the key.
+    pending = tasks.one_per_customer.delay_args(("early",), submit=False)
+    assert Task.objects.get(pk=pending.pk).concurrency_key == "customer:early"
+    pending.submit("late")
+    assert Task.objects.get(pk=pending.pk).concurrency_key == "customer:late"
+
+
+def test_a_concurrency_key_function_that_fails_is_refused_at_enqueue():
+    with pytest.raises(InvalidTask, match="must give a string"):
+        tasks.keyed_by_argument.delay(5)
+    with pytest.raises(InvalidTask, match="raised TypeError"):
+        tasks.keyed_by_argument.delay()
+    with pytest.raises(InvalidTask, match="must give a string"):
+        tasks.keyed_by_argument.delay_many([("ok",), (5,)])
+    assert not Task.objects.exists()
+
+
+def test_a_task_over_its_concurrency_limit_stays_queued_and_is_woken_when_a_slot_frees():
+    first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
+    other = tasks.one_per_customer.delay("globex")
+    assert len(doorbells()) == 3
+    # One claim takes all three: the second of acme's waits, globex's runs beside the first.
+    claimed = execution.claim([str(first.pk), str(second.pk), str(other.pk)], "w")
+    assert [t.pk for t in claimed] == [first.pk, other.pk]
+    second.refresh_from_db()
+    assert (second.status, second.started) == (Task.STATUS_QUEUED, None)
+    assert execution.claim([str(second.pk)], "w") == []  # still full
+    # When the first has run, the waiting one's doorbell rings, and it may start.
+    execution.run(claimed[0])
+    assert doorbells() == [str(second.pk)]
+    assert [t.pk for t in execution.claim([str(second.pk)], "w")] == [second.pk]
+
+
+def test_a_limit_of_two_lets_two_run():
+    created = [tasks.two_at_a_time.delay() for _ in range(3)]
+    claimed = execution.claim([str(t.pk) for t in created], "w")
+    assert [t.pk for t in claimed] == [created[0].pk, created[1].pk]
+    assert Task.objects.get(pk=created[2].pk).status == Task.STATUS_QUEUED
+
+
+def test_a_lost_task_frees_its_slot_and_wakes_a_waiting_one():
+    first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
+    doorbells()
+    assert len(execution.claim([str(first.pk), str(second.pk)], "w")) == 1
+    execution.abandon(first.pk, "w", TaskLost("gone"), lost=True)
+    assert Task.objects.get(pk=first.pk).status == Task.STATUS_LOST
+    assert doorbells() == [str(second.pk)]
+
+
+def test_the_database_poll_admits_waiting_tasks_too():
+    first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
+    doorbells()
+    due = execution.claim_due("w", ["default"], grace=0, limit=10)
+    assert [t.pk for t in due] == [first.pk]
+    assert Task.objects.get(pk=second.pk).status == Task.STATUS_QUEUED
+
+
+def test_a_claim_whose_admission_fails_puts_every_task_back(monkeypatch):
+    limited, plain = tasks.one_per_customer.delay("acme"), tasks.echo.delay()
+    doorbells()
+
+    def broken(*args):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr("cq.limits._put_back_if_full", broken)
+    with pytest.raises(RuntimeError, match="database gone"):
+        execution.claim([str(plain.pk), str(limited.pk)], "w")
+    assert set(Task.objects.values_list("status", flat=True)) == {Task.STATUS_QUEUED}
+    assert sorted(doorbells()) == sorted([str(plain.pk), str(limited.pk)])  # rung again
+
+
+def test_a_failing_wake_is_logged_and_the_task_still_succeeds(monkeypatch, caplog):
+    created = tasks.one_per_customer.delay("acme")
+    claimed = execution.claim([str(created.pk)], "w")
+
+    def broken(key):
+        raise RuntimeError("redis and database gone")
+
+    monkeypatch.setattr("cq.limits.wake", broken)
+    execution.run(claimed[0])
+    assert Task.objects.get(pk=created.pk).status == Task.STATUS_SUCCESS
+    assert "redis and database gone" in caplog.text
+
+
+def test_max_concurrency_holds_across_worker_processes(start_worker):
+    # Given two worker processes whose database poll never picks up a waiting task, so that
+    # only the doorbell rung as a task of the same key finishes can start the next one
+    worker = start_worker("-c", "2", settings={"CQ_QUEUED_GRACE": 3600})
+    try:
+        # When four tasks of customer a, then four of customer b, are queued at once (without the
+        # limit, the two processes would start with two of a's)
+        created = tasks.one_per_customer.delay_many([(customer, 0.3) for customer in "ab" for _ in range(4)])
+        wait_until_done([t.pk for t in created], 120)
+    finally:
+        assert worker.stop() == 0, worker.output
+    # Then every one succeeded, a customer's tasks never overlapped, and the two customers' did
+    done = list(Task.objects.filter(pk__in=[t.pk for t in created]))
+    assert {t.status for t in done} == {Task.STATUS_SUCCESS}, [t.error for t in done]
+    spans = {customer: sorted(t.result for t in done if t.args[0] == customer) for customer in "ab"}
+    for customer, intervals in spans.items():
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+            assert start >= end, f"two tasks of customer {customer} ran at once: {intervals}"
+    assert any(a_start < b_end and b_start < a_end for a_start, a_end in spans["a"] for b_start, b_end in spans["b"])
+    assert "Traceback" not in worker.output, worker.output
+
+
+# -- options checked when the decorator runs ----------------------------------------------------
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_concurrency": 2}, "give concurrency_key and max_concurrency together"),
+    ({"concurrency_key": "k"}, "give concurrency_key and max_concurrency together"),
+    ({"concurrency_key": "k", "max_concurrency": 0}, "max_concurrency is a whole number"),
+    ({"concurrency_key": "k", "max_concurrency": True}, "max_concurrency is a whole number"),
+    ({"concurrency_key": "k", "max_concurrency": 1.5}, "max_concurrency is a whole number"),
+    ({"concurrency_key": 5, "max_concurrency": 1}, "concurrency_key is a string"),
+    ({"concurrency_key": "", "max_concurrency": 1}, "concurrency_key is a string"),
+])
+def test_bad_limit_options_are_refused_when_the_decorator_runs(options, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        @task("refused", **options)
+        def refused(cqt):
+            return None
+    assert registry.lookup("refused") is None
+
+
+def test_good_limit_options_are_kept():
+    fn = registry.get(tasks.two_at_a_time.name)
+    assert (fn.concurrency_key, fn.max_concurrency, fn.limited) == ("mailer", 2, True)
+    assert registry.get(tasks.echo.name).limited is False
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+def test_admitting_and_waking_read_no_whole_table():
+    first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
+    doorbells()
+    with CaptureQueriesContext(connection) as captured:
+        claimed = execution.claim([str(first.pk), str(second.pk)], "w")
+        execution.run(claimed[0])
+    assert len(claimed) == 1
+    scans = full_scans(captured)
+    assert scans == [], "\n\n".join(scans)

@@ -278,3 +278,24 @@ def drops_database_connection(cqt):
     """Ends its own PostgreSQL session, as a database restart would."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+# Unique tasks, concurrency and rate limits (test_controls.py).
+
+@task(atomic=False, concurrency_key=lambda customer, seconds=0: f"customer:{customer}", max_concurrency=1)
+def one_per_customer(cqt, customer, seconds=0):
+    """Runs alone among its customer's tasks; returns when its function began and ended."""
+    began = time.time()
+    time.sleep(seconds)
+    return [began, time.time()]
+
+
+@task(concurrency_key="mailer", max_concurrency=2)
+def two_at_a_time(cqt):
+    return None
+
+
+@task(concurrency_key=lambda value: value, max_concurrency=1)
+def keyed_by_argument(cqt, value):
+    """Its key is its argument as given: a number is not a key, and no argument is an error."""
+    return value
