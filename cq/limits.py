@@ -1,8 +1,8 @@
-"""Concurrency limits: whether a task just claimed may start now.
+"""Concurrency and rate limits: whether a task just claimed may start now.
 
 The claim is a conditional UPDATE that knows nothing of limits, so that a task
 without one costs no query more. The tasks it returns whose function has a
-limit (``@task(concurrency_key=..., max_concurrency=...)``) are then *admitted*, one
+limit (``@task(max_concurrency=..., rate_limit=...)``) are then *admitted*, one
 at a time, each in a short transaction; a task refused goes back to QUEUED. It
 does not fail, and runs once it may:
 
@@ -20,6 +20,13 @@ does not fail, and runs once it may:
   of the one waiting longest, after that task's commit and under the same lock,
   so that a put-back committed meanwhile is seen. The database poll, after
   ``CQ_QUEUED_GRACE``, is the safety net.
+- **Rate.** ``rate_limit="N/m"`` spaces the starts of a function's tasks at
+  least a minute/N apart, across all workers (no bursts, so no window of a
+  minute ever holds more than N starts). A start is a compare-and-set UPDATE of
+  the function's :class:`~cq.models.RateLimit` row. A task refused is put back
+  with ``run_after`` at a start time booked for it, each booked a little more
+  than the interval after the previous one, so that waiting tasks come due one
+  at a time; the scheduler rings each as it comes due.
 """
 
 from __future__ import annotations
@@ -27,22 +34,26 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Func, IntegerField, Q, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from . import doorbell, registry
-from .models import TaskStatus, get_task_model
+from .models import RateLimit, TaskStatus, get_task_model
 
 Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 
 S = TaskStatus
+
+#: Added between two booked starts, so that a waiting task that starts a few milliseconds late
+#: does not push the next one, booked right after it, back to the end of the line.
+MAX_SLACK = timedelta(seconds=0.05)
 
 
 def admit(tasks: list[Task]) -> list[Task]:
@@ -68,6 +79,15 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any])
         if fn.max_concurrency is not None and task.concurrency_key is not None:
             if _put_back_if_full(task, fn.max_concurrency, undecided, now):
                 return False
+        if fn.rate_interval is not None:
+            booked = _take_start(fn.name, fn.rate_interval, now)
+            if booked is not None:
+                Task.objects.filter(pk=task.pk, status=S.RUNNING).update(
+                    status=S.QUEUED, started=None, submitted=now, run_after=booked)
+                return False
+            # Its start is the one the rate limit counted.
+            Task.objects.filter(pk=task.pk).update(started=now)
+            task.started = now
     return True
 
 
@@ -79,6 +99,24 @@ def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
     full = Task.objects.filter(pk=task.pk, status=S.RUNNING).filter(GreaterThanOrEqual(Subquery(running), limit))
     return bool(full.update(status=S.QUEUED, started=None, submitted=now))
+
+
+def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | None:
+    """Start a task of function ``name`` now, if its rate allows (``None``); otherwise book the
+    next free start time for it and return that."""
+    if RateLimit.objects.filter(key=name, last_start__lte=now - interval).update(last_start=now):
+        return None
+    row = RateLimit.objects.select_for_update().filter(key=name).first()
+    if row is None:  # the function's first start
+        try:
+            with transaction.atomic():
+                RateLimit.objects.create(key=name, last_start=now, booked_until=now)
+            return None
+        except IntegrityError:  # another worker's first start came first
+            row = RateLimit.objects.select_for_update().get(key=name)
+    booked = max(row.last_start + interval, row.booked_until + interval + min(interval / 10, MAX_SLACK))
+    RateLimit.objects.filter(key=name).update(booked_until=booked)
+    return booked
 
 
 def _lock(key: str) -> None:

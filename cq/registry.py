@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
@@ -22,6 +23,9 @@ RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
 QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
+#: ``rate_limit``: how many starts per second, minute or hour, e.g. "10/m".
+RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 #: Longest key (``unique_key``, ``concurrency_key``): the column's length.
 KEY_LENGTH = 255
 
@@ -36,8 +40,8 @@ class TaskFunction(Generic[P, R]):
     def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
                  retry_exceptions: Iterable[RetryRule] = (), queue: str = "default", retry_on_lost: bool = False,
                  time_limit: float | None = None, soft_time_limit: float | None = None,
-                 concurrency_key: str | Callable[..., str | None] | None = None,
-                 max_concurrency: int | None = None) -> None:
+                 concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
+                 rate_limit: str | None = None) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
         if not QUEUE_NAME.fullmatch(queue):
@@ -57,6 +61,9 @@ class TaskFunction(Generic[P, R]):
         self.soft_time_limit = soft_time_limit
         self.concurrency_key = concurrency_key
         self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit
+        #: Shortest time between two starts under ``rate_limit``.
+        self.rate_interval = None if rate_limit is None else _parse_rate(name, rate_limit)
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -90,8 +97,8 @@ class TaskFunction(Generic[P, R]):
 
     @property
     def limited(self) -> bool:
-        """Whether its tasks must be admitted (a concurrency limit) before they run."""
-        return self.max_concurrency is not None
+        """Whether its tasks must be admitted (a concurrency or rate limit) before they run."""
+        return self.max_concurrency is not None or self.rate_interval is not None
 
     def concurrency_key_for(self, args: Iterable[Any], kwargs: dict[str, Any]) -> str | None:
         """The concurrency key of a run with these arguments (``None``: not limited).
@@ -139,6 +146,15 @@ def _check_concurrency(name: str, key: Any, limit: Any) -> None:
                                    f"says which tasks count against one limit, max_concurrency how many may run.")
 
 
+def _parse_rate(name: str, rate: Any) -> timedelta:
+    """The shortest time between two starts for ``rate``, e.g. 6 s for "10/m"."""
+    match = RATE.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None or int(match[1]) < 1:
+        raise ImproperlyConfigured(f"@task {name!r}: rate_limit is a number of starts, 1 or more, per second, "
+                                   f"minute or hour, as \"10/s\", \"10/m\" or \"10/h\", not {rate!r}.")
+    return timedelta(seconds=_RATE_UNITS[match[2]] / int(match[1]))
+
+
 def _matches(rule: RetryRule, error: BaseException) -> bool:
     if isinstance(rule, type) and issubclass(rule, BaseException):
         return isinstance(error, rule)
@@ -154,7 +170,7 @@ def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          retry_exceptions: Iterable[RetryRule] | RetryRule = (), queue: str = "default",
          retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
          concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
-         ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
+         rate_limit: str | None = None) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
 def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, **options: Any) -> Any:
@@ -166,7 +182,8 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     ``queue`` routes its tasks to workers started with ``--queues``; ``retry_on_lost``
     retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds.
     ``concurrency_key`` (a string, or a function of the task's arguments returning one) with
-    ``max_concurrency`` limits how many tasks of one key run at once. See ``cq.limits``.
+    ``max_concurrency`` limits how many tasks of one key run at once; ``rate_limit`` ("10/m")
+    how often tasks of this function start. See ``cq.limits``.
 
     Raises:
         ImproperlyConfigured: an option is out of range, when the decorator runs.

@@ -1,8 +1,9 @@
-"""Unique tasks and per-key concurrency limits (issue 6)."""
+"""Unique tasks, per-key concurrency limits and rate limits (issue 6)."""
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -11,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from cq import doorbell, execution, registry
 from cq.exceptions import InvalidTask, TaskLost
-from cq.models import Task
+from cq.models import RateLimit, Task
 from cq.registry import task
 from tests.helpers import eventually
 from tests.test_queries import full_scans
@@ -264,9 +265,47 @@ def test_max_concurrency_holds_across_worker_processes(start_worker):
     assert "Traceback" not in worker.output, worker.output
 
 
+# -- rate limits --------------------------------------------------------------------------------
+
+def test_a_task_over_its_rate_waits_queued_until_the_time_booked_for_it():
+    created = [tasks.once_an_hour.delay() for _ in range(3)]
+    claimed = execution.claim([str(t.pk) for t in created], "w")
+    assert [t.pk for t in claimed] == [created[0].pk]
+    limit = RateLimit.objects.get(key=tasks.once_an_hour.name)
+    assert limit.last_start == claimed[0].started == Task.objects.get(pk=created[0].pk).started
+    second, third = (Task.objects.get(pk=t.pk) for t in created[1:])
+    assert second.status == third.status == Task.STATUS_QUEUED
+    hour = timedelta(hours=1)
+    assert second.run_after >= limit.last_start + hour and third.run_after >= second.run_after + hour
+    assert limit.booked_until == third.run_after
+    # Its time has not come: the poll and a doorbell leave it alone.
+    assert execution.claim_due("w", ["default"], grace=0, limit=10) == []
+    assert execution.claim([str(second.pk)], "w") == []
+
+
+def test_rate_limit_spaces_starts_across_worker_processes(start_worker):
+    worker = start_worker("-c", "2")
+    try:
+        created = tasks.five_per_second.delay_many([()] * 8)
+        wait_until_done([t.pk for t in created], 120)
+    finally:
+        assert worker.stop() == 0, worker.output
+    done = list(Task.objects.filter(pk__in=[t.pk for t in created]))
+    assert {t.status for t in done} == {Task.STATUS_SUCCESS}, [t.error for t in done]
+    starts = sorted(t.started for t in done)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= timedelta(seconds=0.2), gaps
+    # Eight queued at once are claimed within milliseconds: some had to wait QUEUED for their turn.
+    assert any(t.run_after is not None for t in done)
+
+
 # -- options checked when the decorator runs ----------------------------------------------------
 
 @pytest.mark.parametrize(("options", "message"), [
+    ({"rate_limit": "10/x"}, "rate_limit is a number of starts"),
+    ({"rate_limit": "0/s"}, "rate_limit is a number of starts"),
+    ({"rate_limit": 10}, "rate_limit is a number of starts"),
+    ({"rate_limit": "ten/m"}, "rate_limit is a number of starts"),
     ({"max_concurrency": 2}, "give concurrency_key and max_concurrency together"),
     ({"concurrency_key": "k"}, "give concurrency_key and max_concurrency together"),
     ({"concurrency_key": "k", "max_concurrency": 0}, "max_concurrency is a whole number"),
@@ -284,8 +323,8 @@ def test_bad_limit_options_are_refused_when_the_decorator_runs(options, message)
 
 
 def test_good_limit_options_are_kept():
-    fn = registry.get(tasks.two_at_a_time.name)
-    assert (fn.concurrency_key, fn.max_concurrency, fn.limited) == ("mailer", 2, True)
+    fn = registry.get(tasks.five_per_second.name)
+    assert (fn.rate_limit, fn.rate_interval, fn.limited) == ("5/s", timedelta(seconds=0.2), True)
     assert registry.get(tasks.echo.name).limited is False
 
 
@@ -293,10 +332,11 @@ def test_good_limit_options_are_kept():
 
 def test_admitting_and_waking_read_no_whole_table():
     first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
+    limited = tasks.once_an_hour.delay_many([(), ()])
     doorbells()
     with CaptureQueriesContext(connection) as captured:
-        claimed = execution.claim([str(first.pk), str(second.pk)], "w")
+        claimed = execution.claim([str(t.pk) for t in [first, second, *limited]], "w")
         execution.run(claimed[0])
-    assert len(claimed) == 1
+    assert len(claimed) == 2
     scans = full_scans(captured)
     assert scans == [], "\n\n".join(scans)

@@ -299,3 +299,13 @@ def two_at_a_time(cqt):
 def keyed_by_argument(cqt, value):
     """Its key is its argument as given: a number is not a key, and no argument is an error."""
     return value
+
+
+@task(rate_limit="5/s")
+def five_per_second(cqt):
+    return None
+
+
+@task(rate_limit="1/h")
+def once_an_hour(cqt):
+    return None
