@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as settings_django
-from django.db import connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from . import current, doorbell, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .metadata import apply_fields, own_columns
-from .models import DONE, TaskStatus, get_task_model
+from .models import ACTIVE, DONE, TaskStatus, get_task_model
 
 Task = get_task_model()
 
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 
 #: Row fields a caller may set through ``delay_args(**options)``.
 OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
-                     "priority"})
+                     "priority", "unique_key"})
 #: Priorities run from lowest to highest (those of Django's task framework).
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
+#: Statuses in which a task holds its ``unique_key``: the partial unique constraint's, in its order.
+HOLDS_KEY = sorted(ACTIVE | {TaskStatus.RETRY})
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
@@ -42,6 +44,8 @@ def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = N
     """
     fn = registry.get(registry.name_of(func))
     if settings.SERIAL:
+        # An inline run has finished before the next can start: no two are ever active at once.
+        options.pop("unique_key", None)
         if options or not submit:
             raise InvalidTask(f"CQ_SERIAL runs tasks inline, so delay_args() takes no options ({_names(options)}).")
         from .inline import run_inline
@@ -58,15 +62,16 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
                           f"and the task's own keyword arguments go in kwargs=.")
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
-    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
     fn = registry.get(func_name)
+    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
     queue = options.pop("queue", None) or fn.queue
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+    _check_unique_key(options)
     fields = options.pop("fields", None)
     priority = _priority(options.pop("priority", fn.priority))
     task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, priority=priority,
-                **options)
+                concurrency_key=fn.concurrency_key_for(args, kwargs), **options)
     apply_fields(task, _fields(fn, fields))
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
@@ -82,7 +87,9 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     launch_now = submit and previous is None and (parent is None or parent.status == TaskStatus.WAITING)
     if launch_now:
         task.status = TaskStatus.QUEUED
-    task.save(force_insert=True)
+    saved = _insert_one(task)
+    if saved is not task:
+        return saved
     if previous is not None:
         # Tells the previous task, as it finishes, that it has a chain to launch.
         Task.objects.filter(pk=previous.pk, has_next=False).update(has_next=True)
@@ -115,6 +122,40 @@ def _priority(value: Any) -> int:
     return value
 
 
+def _check_unique_key(options: dict[str, Any]) -> None:
+    key = options.get("unique_key")
+    if key is None:
+        return
+    if not isinstance(key, str) or not 0 < len(key) <= registry.KEY_LENGTH:
+        raise InvalidTask(f"unique_key= takes a string of 1-{registry.KEY_LENGTH} characters, not {key!r}.")
+    if options.get("parent") is not None or options.get("previous") is not None:
+        raise InvalidTask("unique_key= is for top-level tasks: a subtask or chained task given the key of a "
+                          "task outside its tree could not be waited for.")
+
+
+def _insert_one(task: Task) -> Task:
+    """Insert ``task``; if its ``unique_key`` is held by an active task, return that task instead.
+
+    The partial unique constraint decides, not a look before the insert: the insert runs in a
+    savepoint (so that the caller's transaction survives the refusal), and on PostgreSQL it waits
+    for an uncommitted twin's transaction to end. If the holder finished in between, try again.
+    """
+    if task.unique_key is None:
+        task.save(force_insert=True)
+        return task
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                task.save(force_insert=True)
+            return task
+        except IntegrityError as error:
+            refused = error
+        holder = Task.objects.filter(unique_key=task.unique_key, status__in=HOLDS_KEY).first()
+        if holder is not None:
+            return holder
+    raise refused
+
+
 def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     """Create and queue one task per call in one INSERT, with one pipelined send on commit.
 
@@ -125,6 +166,9 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     Raises:
         InvalidTask: a call is not JSON, or an option is not allowed; nothing is written.
     """
+    if "unique_key" in options:
+        raise InvalidTask("delay_many() takes no unique_key: one key for many tasks would queue only the first. "
+                          "Call delay_args(args, kwargs, unique_key=...) once per task instead.")
     allowed = {"result_ttl", "queue", "countdown", "eta", "fields", "priority"}
     unknown = set(options) - allowed
     if unknown:
@@ -143,7 +187,8 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
         args, kwargs = _split(call)
         check_json(fn.name, args=args, kwargs=kwargs)
         row = Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
-                   run_after=run_after, submitted=now, created=now, priority=priority, **options)
+                   run_after=run_after, submitted=now, created=now, priority=priority,
+                   concurrency_key=fn.concurrency_key_for(args, kwargs), **options)
         apply_fields(row, fields)
         rows.append(row)
     with transaction.atomic():
@@ -216,15 +261,18 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
         DuplicateSubmitError: the task is not PENDING (already submitted, or finished).
         InvalidTask: ``prepend_args`` are not JSON.
     """
-    task.refresh_from_db(fields=["status", "args", "queue", "priority"])
+    task.refresh_from_db(fields=["status", "args", "kwargs", "queue", "priority", "concurrency_key"])
     if task.status == TaskStatus.REVOKED:
         return
     args = [*prepend_args, *task.args]
     check_json(task.func_name, args=args)
+    fn = registry.lookup(task.func_name)
+    if prepend_args and fn is not None:  # the key is a function of the arguments
+        task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
     now = timezone.now()
     with transaction.atomic():
         updated = Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, args=args, submitted=now)
+            status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=task.concurrency_key)
         if not updated:
             task.refresh_from_db(fields=["status"])
             raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "

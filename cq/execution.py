@@ -27,7 +27,7 @@ from django.db.models import Case, Q, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from . import canvas, current, doorbell, registry
+from . import canvas, current, doorbell, limits, registry
 from .conf import settings
 from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
 from .inline import InlineTask
@@ -64,7 +64,7 @@ def claim(task_ids: list[str], worker: str) -> list[Task]:
         for task_id in missing:
             if task_id not in known:
                 logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
-    return [claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed]
+    return _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
 
 
 def release(task_ids: list[Any], worker: str) -> None:
@@ -90,7 +90,21 @@ def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> l
     with transaction.atomic():
         claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]),
                                    {"status": S.RUNNING, "started": now, "worker": worker})
-    return sorted(claimed, key=lambda task: (-task.priority, task.submitted))
+    return _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
+
+
+def _admitted(claimed: list[Task], worker: str) -> list[Task]:
+    """Those of the tasks ``worker`` claimed that their concurrency and rate limits let start now;
+    the others are back in the queue (see cq.limits). If admitting fails, all are put back:
+    a task left RUNNING by a worker that is alive would never be run, nor found lost."""
+    try:
+        return limits.admit(claimed)
+    except Exception:
+        try:
+            release([task.pk for task in claimed], worker)
+        except Exception:
+            logger.exception("Worker %s could not put back the tasks it claimed.", worker)
+        raise
 
 
 def _ready(now: datetime) -> Q:
@@ -107,6 +121,8 @@ def run(task: Task, batch: Batch | None = None) -> None:
         logger.info("Task %s was revoked while it ran; its outcome is not recorded.", task.pk)
     finally:
         current.finish()
+        # It no longer runs: a task of its key waiting for a free slot may start.
+        limits.wake_on_commit([task.concurrency_key])
 
 
 def _run(task: Task, batch: Batch | None) -> None:
@@ -336,6 +352,7 @@ def abandon(task_id: Any, worker: str, error: CQError, *, lost: bool) -> None:
         _fail(task, error, retry, status=S.LOST if lost else S.FAILURE)
     except _Revoked:
         pass
+    limits.wake_on_commit([task.concurrency_key])
 
 
 def _fail(task: Task, error: Exception, retry: bool, status: TaskStatus = S.FAILURE) -> None:

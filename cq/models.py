@@ -415,6 +415,18 @@ class Worker(models.Model):
         return self.stopped is None and self.last_heartbeat >= cutoff
 
 
+class RateLimit(models.Model):
+    """When tasks of one rate-limited function last started, and the latest start promised to a
+    waiting one (``@task(rate_limit=...)``; see ``cq.limits``). One small row per function."""
+
+    key = models.CharField(max_length=255, primary_key=True, help_text="The task function's name.")
+    last_start = models.DateTimeField()
+    booked_until = models.DateTimeField(help_text="The latest start time given to a task that waits.")
+
+    def __str__(self) -> str:
+        return self.key
+
+
 def result_expiry(task: Task, finished: datetime) -> datetime | None:
     """When a task that finished at ``finished`` may be cleaned up (``None``: never)."""
     ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL

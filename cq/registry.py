@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .exceptions import TaskNotRegistered
+from .exceptions import InvalidTask, TaskNotRegistered
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,6 +23,11 @@ RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
 QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
+#: ``rate_limit``: how many starts per second, minute or hour, e.g. "10/m".
+RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
+#: Longest key (``unique_key``, ``concurrency_key``): the column's length.
+KEY_LENGTH = 255
 
 
 class TaskFunction(Generic[P, R]):
@@ -34,7 +40,9 @@ class TaskFunction(Generic[P, R]):
     def __init__(self, func: Callable[..., R], name: str, *, atomic: bool = True, retries: int = 0,
                  retry_exceptions: Iterable[RetryRule] = (), queue: str = "default", retry_on_lost: bool = False,
                  time_limit: float | None = None, soft_time_limit: float | None = None,
-                 fields: dict[str, Any] | None = None, priority: int = 0) -> None:
+                 fields: dict[str, Any] | None = None, priority: int = 0,
+                 concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
+                 rate_limit: str | None = None) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
         if not QUEUE_NAME.fullmatch(queue):
@@ -47,6 +55,7 @@ class TaskFunction(Generic[P, R]):
         if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
             raise ImproperlyConfigured(f"@task {name!r}: priority= takes a whole number from -100 to 100, "
                                        f"not {priority!r}.")
+        _check_concurrency(name, concurrency_key, max_concurrency)
         self.func = func
         self.name = name
         self.fields = dict(fields or {})
@@ -58,6 +67,11 @@ class TaskFunction(Generic[P, R]):
         self.retry_on_lost = retry_on_lost
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
+        self.concurrency_key = concurrency_key
+        self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit
+        #: Shortest time between two starts under ``rate_limit``.
+        self.rate_interval = None if rate_limit is None else _parse_rate(name, rate_limit)
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -95,6 +109,29 @@ class TaskFunction(Generic[P, R]):
 
         return delay_many(self, calls, **options)
 
+    @property
+    def limited(self) -> bool:
+        """Whether its tasks must be admitted (a concurrency or rate limit) before they run."""
+        return self.max_concurrency is not None or self.rate_interval is not None
+
+    def concurrency_key_for(self, args: Iterable[Any], kwargs: dict[str, Any]) -> str | None:
+        """The concurrency key of a run with these arguments (``None``: not limited).
+
+        Raises:
+            InvalidTask: the key function raised, or returned something other than a string.
+        """
+        key = self.concurrency_key
+        if callable(key):
+            try:
+                key = key(*args, **kwargs)
+            except Exception as error:
+                raise InvalidTask(f"The concurrency_key of task {self.name!r} raised {type(error).__name__}: "
+                                  f"{error}; it is called with the task's arguments, without cqt.") from error
+        if key is not None and not _is_key(key):
+            raise InvalidTask(f"The concurrency_key of task {self.name!r} gave {key!r}; it must give a string "
+                              f"of 1-{KEY_LENGTH} characters, or None for no limit.")
+        return key
+
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Whether a run that raised ``error`` gets another attempt."""
         if retries_done >= self.retries:
@@ -130,6 +167,30 @@ class Bound:
         return self.fn.delay_many(calls, **{**self.options, **options})
 
 
+def _is_key(key: Any) -> bool:
+    return isinstance(key, str) and 0 < len(key) <= KEY_LENGTH
+
+
+def _check_concurrency(name: str, key: Any, limit: Any) -> None:
+    if key is not None and not (callable(key) or _is_key(key)):
+        raise ImproperlyConfigured(f"@task {name!r}: concurrency_key is a string of 1-{KEY_LENGTH} characters or "
+                                   f"a function of the task's arguments that returns one, not {key!r}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ImproperlyConfigured(f"@task {name!r}: max_concurrency is a whole number, 1 or more, not {limit!r}.")
+    if (key is None) != (limit is None):
+        raise ImproperlyConfigured(f"@task {name!r}: give concurrency_key and max_concurrency together: the key "
+                                   f"says which tasks count against one limit, max_concurrency how many may run.")
+
+
+def _parse_rate(name: str, rate: Any) -> timedelta:
+    """The shortest time between two starts for ``rate``, e.g. 6 s for "10/m"."""
+    match = RATE.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None or int(match[1]) < 1:
+        raise ImproperlyConfigured(f"@task {name!r}: rate_limit is a number of starts, 1 or more, per second, "
+                                   f"minute or hour, as \"10/s\", \"10/m\" or \"10/h\", not {rate!r}.")
+    return timedelta(seconds=_RATE_UNITS[match[2]] / int(match[1]))
+
+
 def _matches(rule: RetryRule, error: BaseException) -> bool:
     if isinstance(rule, type) and issubclass(rule, BaseException):
         return isinstance(error, rule)
@@ -145,7 +206,8 @@ def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          retry_exceptions: Iterable[RetryRule] | RetryRule = (), queue: str = "default",
          retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
          fields: dict[str, Any] | None = None, priority: int = 0,
-         ) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
+         concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
+         rate_limit: str | None = None) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
 def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, **options: Any) -> Any:
@@ -158,6 +220,12 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     retries a run whose worker died; ``time_limit`` and ``soft_time_limit`` are seconds;
     ``fields`` is metadata every run starts with; ``priority`` (-100 to 100, higher first)
     orders runs within a queue.
+    ``concurrency_key`` (a string, or a function of the task's arguments returning one) with
+    ``max_concurrency`` limits how many tasks of one key run at once; ``rate_limit`` ("10/m")
+    how often tasks of this function start. See ``cq.limits``.
+
+    Raises:
+        ImproperlyConfigured: an option is out of range, when the decorator runs.
     """
     if callable(name_or_func):
         return _register(name_or_func, name, atomic, options)

@@ -71,3 +71,9 @@ def test_the_admin_lists_and_links_the_projects_tasks(owned, client, drain):
     page = client.get(reverse("admin:customtask_ownedtask_change", args=[parent.pk])).content.decode()
     assert reverse("admin:customtask_ownedtask_change", args=[child.pk]) in page
     assert client.get(reverse("admin:customtask_ownedtask_changelist")).status_code == 200
+
+
+def test_a_projects_task_model_needs_no_new_migration_of_cq():
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits non-zero on a change

@@ -309,3 +309,34 @@ def renames_organisation(cqt, name):
     """Sets a column of the project's own task model (tests.customtask) while it runs."""
     cqt.update(fields={"organisation": name})
     return cqt.organisation
+
+
+# Unique tasks, concurrency and rate limits (test_controls.py).
+
+@task(atomic=False, concurrency_key=lambda customer, seconds=0: f"customer:{customer}", max_concurrency=1)
+def one_per_customer(cqt, customer, seconds=0):
+    """Runs alone among its customer's tasks; returns when its function began and ended."""
+    began = time.time()
+    time.sleep(seconds)
+    return [began, time.time()]
+
+
+@task(concurrency_key="mailer", max_concurrency=2)
+def two_at_a_time(cqt):
+    return None
+
+
+@task(concurrency_key=lambda value: value, max_concurrency=1)
+def keyed_by_argument(cqt, value):
+    """Its key is its argument as given: a number is not a key, and no argument is an error."""
+    return value
+
+
+@task(rate_limit="5/s")
+def five_per_second(cqt):
+    return None
+
+
+@task(rate_limit="1/h")
+def once_an_hour(cqt):
+    return None

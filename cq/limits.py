@@ -1,0 +1,155 @@
+"""Concurrency and rate limits: whether a task just claimed may start now.
+
+The claim is a conditional UPDATE that knows nothing of limits, so that a task
+without one costs no query more. The tasks it returns whose function has a
+limit (``@task(max_concurrency=..., rate_limit=...)``) are then *admitted*, one
+at a time, each in a short transaction; a task refused goes back to QUEUED. It
+does not fail, and runs once it may:
+
+- **Concurrency.** A task is put back when ``max_concurrency`` others of its
+  ``concurrency_key`` are RUNNING. Counting and putting back are one UPDATE,
+  which on PostgreSQL follows an advisory lock on the key: a statement reads a
+  snapshot taken when it starts, so the lock must be taken by an earlier
+  statement for the count to see what the lock's previous holder committed.
+  SQLite lets one transaction write at a time, so the UPDATE alone is enough
+  there. Tasks claimed by others and not yet admitted count too: two tasks
+  claimed at once may both be refused only if something else of their key is
+  running, because the second to take the lock sees the first put back. A task
+  put back waits without a doorbell: when a task of its key stops running (it
+  finishes, fails, waits for subtasks, is lost), the worker rings the doorbell
+  of the one waiting longest, after that task's commit and under the same lock,
+  so that a put-back committed meanwhile is seen. The database poll, after
+  ``CQ_QUEUED_GRACE``, is the safety net.
+- **Rate.** ``rate_limit="N/m"`` spaces the starts of a function's tasks at
+  least a minute/N apart, across all workers (no bursts, so no window of a
+  minute ever holds more than N starts). A start is a compare-and-set UPDATE of
+  the function's :class:`~cq.models.RateLimit` row. A task refused is put back
+  with ``run_after`` at a start time booked for it, each booked a little more
+  than the interval after the previous one, so that waiting tasks come due one
+  at a time; the scheduler rings each as it comes due.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Func, IntegerField, Q, Subquery
+from django.db.models.lookups import GreaterThanOrEqual
+from django.utils import timezone
+
+from . import doorbell, registry
+from .models import RateLimit, TaskStatus, get_task_model
+
+Task = get_task_model()
+
+logger = logging.getLogger(__name__)
+
+S = TaskStatus
+
+#: Added between two booked starts, so that a waiting task that starts a few milliseconds late
+#: does not push the next one, booked right after it, back to the end of the line.
+MAX_SLACK = timedelta(seconds=0.05)
+
+
+def admit(tasks: list[Task]) -> list[Task]:
+    """Of ``tasks``, just claimed, those their limits let start now, in order; the others go
+    back to QUEUED. Tasks of functions without limits cost no query."""
+    limited = {task.pk: fn for task in tasks if (fn := registry.lookup(task.func_name)) is not None and fn.limited}
+    if not limited:
+        return tasks
+    # Tasks of this claim not yet admitted do not count against each other's limit.
+    undecided = set(limited)
+    refused = set()
+    for task in tasks:
+        if task.pk in limited:
+            if not _admit(task, limited[task.pk], undecided):
+                refused.add(task.pk)
+            undecided.discard(task.pk)
+    return [task for task in tasks if task.pk not in refused]
+
+
+def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any]) -> bool:
+    with transaction.atomic():
+        now = timezone.now()
+        if fn.max_concurrency is not None and task.concurrency_key is not None:
+            if _put_back_if_full(task, fn.max_concurrency, undecided, now):
+                return False
+        if fn.rate_interval is not None:
+            booked = _take_start(fn.name, fn.rate_interval, now)
+            if booked is not None:
+                Task.objects.filter(pk=task.pk, status=S.RUNNING).update(
+                    status=S.QUEUED, started=None, submitted=now, run_after=booked)
+                return False
+            # Its start is the one the rate limit counted.
+            Task.objects.filter(pk=task.pk).update(started=now)
+            task.started = now
+    return True
+
+
+def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime) -> bool:
+    """Put ``task`` back to QUEUED if ``limit`` other tasks of its key are running."""
+    _lock(task.concurrency_key)
+    running = (Task.objects.filter(concurrency_key=task.concurrency_key, status=S.RUNNING)
+               .exclude(pk__in=undecided).order_by()
+               .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
+    full = Task.objects.filter(pk=task.pk, status=S.RUNNING).filter(GreaterThanOrEqual(Subquery(running), limit))
+    return bool(full.update(status=S.QUEUED, started=None, submitted=now))
+
+
+def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | None:
+    """Start a task of function ``name`` now, if its rate allows (``None``); otherwise book the
+    next free start time for it and return that."""
+    if RateLimit.objects.filter(key=name, last_start__lte=now - interval).update(last_start=now):
+        return None
+    row = RateLimit.objects.select_for_update().filter(key=name).first()
+    if row is None:  # the function's first start
+        try:
+            with transaction.atomic():
+                RateLimit.objects.create(key=name, last_start=now, booked_until=now)
+            return None
+        except IntegrityError:  # another worker's first start came first
+            row = RateLimit.objects.select_for_update().get(key=name)
+    booked = max(row.last_start + interval, row.booked_until + interval + min(interval / 10, MAX_SLACK))
+    RateLimit.objects.filter(key=name).update(booked_until=booked)
+    return booked
+
+
+def _lock(key: str) -> None:
+    """Serialise, until the transaction ends, whatever counts or frees the slots of ``key``."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"cq.concurrency:{key}"])
+
+
+def wake_on_commit(keys: Iterable[str | None]) -> None:
+    """Once the current transaction commits, wake a task waiting for each of ``keys`` (tasks of
+    these keys have stopped running). A failure is logged, not raised: the poll is the safety net."""
+    for key in dict.fromkeys(keys):
+        if key is not None:
+            transaction.on_commit(functools.partial(_wake_or_log, key))
+
+
+def _wake_or_log(key: str) -> None:
+    try:
+        wake(key)
+    except Exception:
+        logger.exception("Could not wake a task waiting for concurrency key %r; the database poll will "
+                         "find it after CQ_QUEUED_GRACE seconds.", key)
+
+
+def wake(key: str) -> None:
+    """Ring the doorbell of the task of ``key`` that may run now: of highest priority, then the
+    one that has waited longest."""
+    now = timezone.now()
+    with transaction.atomic():
+        _lock(key)
+        # The status test repeats the cq_task_wait index's condition, for SQLite (see claim_due).
+        waiting = (Task.objects.filter(status__in=[S.QUEUED, S.RETRY])
+                   .filter(Q(run_after__isnull=True) | Q(run_after__lte=now), status=S.QUEUED, concurrency_key=key)
+                   .order_by("-priority", "submitted").values_list("pk", "queue", "priority"))
+        doorbell.ring_on_commit(list(waiting[:1]))
