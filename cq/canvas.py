@@ -48,6 +48,19 @@ def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = 
     The function is stored by its import path, signed with ``SECRET_KEY``: a path
     edited in the database is refused rather than imported.
     """
+    entry = errback_entry(func, args, kwargs)
+    task.errbacks = [*task.errbacks, entry]
+    if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
+        Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
+
+
+def errback_entry(func: Callable[..., Any] | str, args: Iterable[Any] = (),
+                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How an errback is stored in a row's ``errbacks``: its signed import path and arguments.
+
+    Raises:
+        InvalidTask: ``func`` cannot be imported by its path, or the arguments are not JSON.
+    """
     path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
     try:
         import_string(path)  # fail now, in the caller, rather than at failure time
@@ -55,10 +68,8 @@ def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = 
         raise InvalidTask(f"Errorback {path!r} cannot be imported by that path; use a module-level "
                           f"function.") from None
     entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
-    dispatch.check_json(task.func_name, errorback_arguments=entry)
-    task.errbacks = [*task.errbacks, entry]
-    if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
-        Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
+    dispatch.check_json(path, errorback_arguments=entry)
+    return entry
 
 
 def run_errbacks(task: Task, error: BaseException) -> None:
