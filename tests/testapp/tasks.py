@@ -278,3 +278,11 @@ def drops_database_connection(cqt):
     """Ends its own PostgreSQL session, as a database restart would."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+# Signatures, groups, chords and stages (tests/test_workflows.py).
+
+
+@task
+def power(cqt, base, exponent):
+    return base**exponent
