@@ -9,7 +9,7 @@ import pytest
 
 from cq import execution
 from cq.canvas import chord, group, signature, stages
-from cq.exceptions import InvalidTask, TaskNotRegistered
+from cq.exceptions import InvalidTask, TaskLost, TaskNotRegistered
 from cq.models import Task
 from tests.helpers import eventually
 from tests.testapp import tasks
@@ -114,6 +114,17 @@ def test_group_with_failed_members_ends_incomplete_once_all_finished_naming_them
     failed = task.result["failed"]
     assert [(f["index"], f["status"], f["error"]) for f in failed] == [(1, "F", "no 1"), (3, "F", "no 3")]
     assert failed[0]["task"] == str(others[0].pk)
+
+
+def test_group_with_a_lost_member_ends_incomplete(worker):
+    task = group([tasks.echo.s(1), tasks.echo.s(2)]).delay()
+    lost, kept = members(task)
+    execution.claim([str(lost.pk)], "gone")
+    execution.abandon(lost.pk, "gone", TaskLost("its worker died"), lost=True)  # as the supervisor does
+    run_in_order(kept)
+    task.refresh_from_db()
+    assert task.status == Task.STATUS_INCOMPLETE
+    assert task.error == f"1 of 2 members failed: #0 echo ({lost.pk}) ended Lost: its worker died"
 
 
 def test_group_returned_by_a_task_gives_that_task_its_result(drain):
