@@ -63,6 +63,7 @@ def test_signature_with_arguments_that_are_not_json_is_refused():
         tasks.echo.s(object())
     with pytest.raises(InvalidTask, match="kwargs of task 'echo' are not JSON-serialisable"):
         signature("echo", kwargs={"when": {1, 2}})
+    assert not Task.objects.exists()
 
 
 def test_signature_of_an_unregistered_function_is_refused():
@@ -125,6 +126,14 @@ def test_group_with_a_lost_member_ends_incomplete(worker):
     task.refresh_from_db()
     assert task.status == Task.STATUS_INCOMPLETE
     assert task.error == f"1 of 2 members failed: #0 echo ({lost.pk}) ended Lost: its worker died"
+
+
+def test_group_member_errbacks_are_called_when_that_member_fails(drain):
+    task = group([tasks.fails_for.s(1).on_error(tasks.record_errorback, key="m1"),
+                  tasks.fails_for.s(2, failing=[2]).on_error(tasks.record_errorback, key="m2")]).delay()
+    drain()
+    assert task.wait().status == Task.STATUS_INCOMPLETE
+    assert list(Record.objects.values_list("key", flat=True)) == [f"m2:{tasks.fails_for.name}:ValueError:no 2"]
 
 
 def test_group_returned_by_a_task_gives_that_task_its_result(drain):
@@ -307,6 +316,15 @@ def test_stages_stop_at_the_first_failure_and_name_the_failed_step(drain):
     # The step beside it ran; the stage below never started.
     ran = list(Task.objects.filter(func_name=tasks.pipeline_step.name).values_list("args", flat=True))
     assert sorted(ran) == [["audit"], ["clean"], ["extract"]]
+
+
+def test_stages_keep_the_errbacks_of_later_steps(drain):
+    # A later stage's steps are stored as JSON in the pipeline's row until their stage starts.
+    broken = tasks.pipeline_step.s("load", fail=True).on_error(tasks.record_errorback, key="load")
+    pipeline = stages([(tasks.pipeline_step.s("extract"), 2), (broken, 1)]).delay()
+    drain()
+    assert pipeline.wait().status == Task.STATUS_INCOMPLETE
+    assert Record.objects.get().key == f"load:{tasks.pipeline_step.name}:RuntimeError:load broke"
 
 
 def test_stages_step_returning_something_else_than_a_dict_fails_its_stage(drain):
