@@ -343,8 +343,9 @@ def _describe(failure: dict[str, Any]) -> str:
     return f"{what} ended {S(failure['status']).label}" + (f": {failure['error']}" if failure["error"] else "")
 
 
-# The rows of workflows are never queued, so these functions never run; they are registered so
-# that their names are known (the admin lists them) and a row queued by hand fails clearly.
+# The rows of workflows are never queued, so these functions never run. They are registered so
+# that no task function of a project can take these names (canvas.settle would take its rows
+# for workflows), and so that a row queued by hand fails with a clear error.
 def _settled_not_run(cqt: Any, *args: Any, **kwargs: Any) -> None:
     raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.canvas.settle as its "
                       f"subtasks finish.")

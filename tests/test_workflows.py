@@ -128,6 +128,14 @@ def test_group_with_a_lost_member_ends_incomplete(worker):
     assert task.error == f"1 of 2 members failed: #0 echo ({lost.pk}) ended Lost: its worker died"
 
 
+def test_group_error_names_ten_failed_members_and_its_result_lists_them_all(drain):
+    task = group([tasks.fails_for.s(i, failing=list(range(12))) for i in range(12)]).delay()
+    drain()
+    task.wait()
+    assert task.error.count(" ended Failure: ") == 10 and task.error.endswith("; and 2 more")
+    assert [f["index"] for f in task.result["failed"]] == list(range(12))
+
+
 def test_group_member_errbacks_are_called_when_that_member_fails(drain):
     task = group([tasks.fails_for.s(1).on_error(tasks.record_errorback, key="m1"),
                   tasks.fails_for.s(2, failing=[2]).on_error(tasks.record_errorback, key="m2")]).delay()
@@ -223,6 +231,17 @@ def test_chord_whose_callback_fails_is_incomplete_and_calls_its_errback_once(dra
     assert task.error.startswith(f"The callback failed: {tasks.failing.name} (")
     assert task.result["failed"][0]["status"] == Task.STATUS_FAILURE
     assert Record.objects.filter(key__startswith="cb:").count() == 1
+
+
+def test_chord_whose_header_is_revoked_ends_incomplete_without_calling_back(drain):
+    task = chord([tasks.echo.s(1), tasks.echo.s(2)])(tasks.records_results.s())
+    Task.objects.get(pk=task.waiting_on_id).revoke()
+    assert drain() == 0
+    task.refresh_from_db()
+    assert task.status == Task.STATUS_INCOMPLETE
+    assert task.error == "The header failed, so the callback did not run: it ended Revoked"
+    assert [(f["func_name"], f["status"]) for f in task.result["failed"]] == [("cq.group", Task.STATUS_REVOKED)]
+    assert not Record.objects.exists()
 
 
 def test_chord_without_a_callback_is_refused_and_nothing_is_written():
