@@ -6,6 +6,10 @@ row and decides: all subtasks succeeded (SUCCESS), one of them failed or was
 revoked (INCOMPLETE), or not yet. Because each finishing subtask writes its own
 status *before* it locks the parent, whichever of two siblings locks second
 sees the other's status, so a tree never hangs on a race.
+
+Groups, chords and stages are trees of the same kind, settled by the same code:
+``group``, ``chord``, ``stages`` and ``signature`` are importable from here
+(they live in ``cq.workflows`` and ``cq.signatures``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import dispatch, registry
+from . import dispatch, registry, workflows
 from .exceptions import CQError, InvalidTask
 from .models import ERROR, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
+from .signatures import Signature, signature  # noqa: F401  (public here, with the workflows)
+from .workflows import Chord, Group, Stages, chord, group, stages  # noqa: F401
 
 Task = get_task_model()
 
@@ -48,6 +54,19 @@ def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = 
     The function is stored by its import path, signed with ``SECRET_KEY``: a path
     edited in the database is refused rather than imported.
     """
+    entry = errback_entry(func, args, kwargs)
+    task.errbacks = [*task.errbacks, entry]
+    if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
+        Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
+
+
+def errback_entry(func: Callable[..., Any] | str, args: Iterable[Any] = (),
+                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How an errback is stored in a row's ``errbacks``: its signed import path and arguments.
+
+    Raises:
+        InvalidTask: ``func`` cannot be imported by its path, or the arguments are not JSON.
+    """
     path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
     try:
         import_string(path)  # fail now, in the caller, rather than at failure time
@@ -55,10 +74,8 @@ def errorback(task: Task, func: Callable[..., Any] | str, args: Iterable[Any] = 
         raise InvalidTask(f"Errorback {path!r} cannot be imported by that path; use a module-level "
                           f"function.") from None
     entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
-    dispatch.check_json(task.func_name, errorback_arguments=entry)
-    task.errbacks = [*task.errbacks, entry]
-    if task.status != TaskStatus.RUNNING:  # a running task stores them with its outcome
-        Task.objects.filter(pk=task.pk).update(errbacks=task.errbacks)
+    dispatch.check_json(path, errorback_arguments=entry)
+    return entry
 
 
 def run_errbacks(task: Task, error: BaseException) -> None:
@@ -84,35 +101,48 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     """Finish a WAITING task whose subtasks are all done; then its parent, and so on up.
 
     Must run inside a transaction; ``cause`` is the error that made a subtask fail,
-    handed to errbacks.
+    handed to errbacks. Groups, chords and stages decide for themselves (``cq.workflows``).
     """
     task = Task.objects.select_for_update().filter(pk=task_id).first()
     if task is None or task.status != TaskStatus.WAITING:
         return
+    if task.func_name in workflows.NAMES:
+        # A workflow names its own failures (every failed member of a group), so the error
+        # that woke it is not necessarily the one it reports.
+        outcome, cause = workflows.settle(task), None
+    else:
+        outcome = _settle_tree(task)
+    if outcome is None:
+        return
+    status, fields = outcome
+    _finish(task, status, timezone.now(), **fields)
+    if status == TaskStatus.SUCCESS:
+        cause = None
+    else:
+        cause = cause or CQError(task.error)
+        transaction.on_commit(lambda: run_errbacks(task, cause))
+    if task.has_next:
+        launch_next(task, failed=status != TaskStatus.SUCCESS)
+    if task.parent_id is not None:
+        settle(task.parent_id, cause)
+
+
+def _settle_tree(task: Task) -> workflows.Outcome | None:
+    """SUCCESS once every subtask succeeded; INCOMPLETE as soon as one failed; else ``None``."""
     # One row at most: the first subtask not yet successful, failures first (their codes,
     # E F I L, sort before those of unfinished tasks, P Q R W Y). None left: all succeeded.
     unsettled = (Task.objects.filter(parent=task.pk).exclude(status=TaskStatus.SUCCESS)
                  .order_by("status").values_list("pk", "status", "error").first())
-    now = timezone.now()
-    if unsettled is not None and unsettled[1] in ERROR:
-        pk, status, error = unsettled
-        message = f"Subtask {pk} ended {TaskStatus(status).label}: {error or ''}".rstrip(": ")
-        _finish(task, TaskStatus.INCOMPLETE, now, error=message)
-        cause = cause or CQError(message)
-        transaction.on_commit(lambda: run_errbacks(task, cause))
-        if task.has_next:
-            launch_next(task, failed=True)
-    elif unsettled is None:
+    if unsettled is None:
         result = task.result
         if task.waiting_on_id is not None:
             result = Task.objects.filter(pk=task.waiting_on_id).values_list("result", flat=True).get()
-        _finish(task, TaskStatus.SUCCESS, now, result=result)
-        if task.has_next:
-            launch_next(task)
-    else:
-        return
-    if task.parent_id is not None:
-        settle(task.parent_id, cause)
+        return TaskStatus.SUCCESS, {"result": result}
+    pk, status, error = unsettled
+    if status in ERROR:
+        return TaskStatus.INCOMPLETE, {"error": f"Subtask {pk} ended {TaskStatus(status).label}: {error or ''}"
+                                       .rstrip(": ")}
+    return None
 
 
 def _finish(task: Task, status: TaskStatus, now: Any, **fields: Any) -> None:

@@ -102,6 +102,17 @@ class TaskFunction(Generic[P, R]):
         ``send_invoice.using(priority=10, fields={"customer": 42}).delay(invoice_id)``."""
         return Bound(self, options)
 
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~cq.signatures.Signature` of a run with these arguments, for ``group``,
+        ``chord`` and ``stages`` (``cq.canvas``); checked now, so bad arguments fail here.
+
+        Raises:
+            InvalidTask: the arguments are not JSON.
+        """
+        from .signatures import signature
+
+        return signature(self, args, kwargs)
+
     def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
         """Queue one run per call (a list of arguments or a dict of keyword arguments) in one
         INSERT and one pipelined send; returns the ``Task`` rows."""

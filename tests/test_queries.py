@@ -131,3 +131,27 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
     assert list(Task.objects.values_list("func_name", "status", "result_expiry")) == []
     scans = full_scans(captured)
     assert scans == [], "\n\n".join(scans)
+
+
+def test_settling_groups_chords_and_stages_reads_no_whole_table(worker):
+    from cq.canvas import chord, stages
+
+    with CaptureQueriesContext(connection) as captured:
+        done = chord([tasks.add.s(i, i) for i in range(5)])(tasks.echo.s())
+        failed = chord([tasks.failing.s(), tasks.noop.s()])(tasks.echo.s())
+        pipeline = stages([(tasks.adds_one.s(), 2), (tasks.adds_one.s(), 1)]).delay()
+        worker.drain()
+    assert [t.wait().status for t in (done, failed, pipeline)] == ["S", "I", "S"]
+    scans = full_scans(captured)
+    assert scans == [], "\n\n".join(scans)
+
+
+def test_a_group_member_costs_its_parent_one_lock_and_one_look(worker):
+    from cq.canvas import group
+
+    task = group([tasks.noop.s(), tasks.noop.s()]).delay()
+    with CaptureQueriesContext(connection) as captured:
+        assert worker.run_once(0) == 1  # claim, finish, lock the group, is any member unfinished?
+    assert statements(captured) == {"writes": 2, "reads": 2}, captured.captured_queries
+    worker.drain()
+    assert task.wait().result == [None, None]

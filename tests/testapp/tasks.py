@@ -26,6 +26,11 @@ def record_errorback(task: Task, error: BaseException, key: str = "errback") -> 
     Record.objects.create(key=f"{key}:{task.func_name}:{type(error).__name__}:{error}")
 
 
+def record_errorback_briefly(task: Task, error: BaseException, key: str = "errback") -> None:
+    """Like record_errorback, for errors too long for a Record's key: the first words only."""
+    Record.objects.create(key=f"{key}:{task.func_name}:{type(error).__name__}:{error}"[:100])
+
+
 @task("echo")
 def echo(cqt, *args):
     """Returns its arguments, or 'a' without any (django-cq's task_a)."""
@@ -340,3 +345,59 @@ def five_per_second(cqt):
 @task(rate_limit="1/h")
 def once_an_hour(cqt):
     return None
+
+
+# Groups, chords and stages (tests/test_workflows.py).
+
+
+@task
+def power(cqt, base, exponent):
+    return base**exponent
+
+
+@task
+def fails_for(cqt, value, failing=()):
+    """Returns ``value``, or raises if it is one of ``failing``."""
+    if value in failing:
+        raise ValueError(f"no {value}")
+    return value
+
+
+@task
+def records_results(cqt, results, key="callback"):
+    """A chord's callback: leaves a Record (to prove it ran, or did not) and returns what it got."""
+    Record.objects.create(key=key)
+    return results
+
+
+@task
+def returns_group(cqt, n):
+    from cq.canvas import group
+
+    return group([power.s(i, 2) for i in range(n)]).delay()
+
+
+@task
+def pipeline_step(cqt, name, params, fail=False):
+    """A step of a pipeline: says which step ran last before it, and that it ran."""
+    cqt.log(f"{name} saw {params}")
+    if fail:
+        raise RuntimeError(f"{name} broke")
+    return {"last": name, f"{name}_saw": params.get("last")}
+
+
+@task
+def returns_a_string(cqt, params):
+    return "not a dict"
+
+
+@task
+def adds_one(cqt, params):
+    return {"n": params.get("n", 0) + 1}
+
+
+@task(concurrency_key=lambda customer, amount: f"customer:{customer}", max_concurrency=1, priority=4,
+      fields={"kind": "billing"})
+def bills_customer(cqt, customer, amount):
+    """A group member with options of its own: a concurrency key, a priority and fields."""
+    return amount
