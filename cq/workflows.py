@@ -15,11 +15,13 @@ waiting parent, and asks :func:`settle` here what to do:
   which it creates with the header's results as the first argument. It ends as
   the callback does.
 - a *pipeline* (``cq.stages``) waits on one stage at a time and starts the next
-  with the params the last one ended with; it ends with the final params.
+  with the params the last one ended with; it ends with the final params, or
+  FAILURE at the first stage that failed.
 
 A chord and a pipeline wait on one subtask at a time, their ``waiting_on``. A
-workflow that ends INCOMPLETE names what failed in its ``error``, and lists it
-in its result: ``{"failed": [{"index", "task", "func_name", "status", "error"}]}``.
+workflow that ends INCOMPLETE (or a pipeline FAILURE) names what failed in its
+``error``, and lists it in its result:
+``{"failed": [{"index", "task", "func_name", "status", "error"}]}``.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def stages(steps: Iterable[Any], params: Mapping[str, Any] | None = None) -> Sta
     Steps of the same priority run in parallel; a lower priority starts once every step of the
     one above has succeeded. Each step is called with ``params=``, the params so far, and may
     return a dict of updates (or ``None``), merged in the order the steps are listed. The
-    pipeline ends SUCCESS with the final params, or INCOMPLETE at the first stage that failed.
+    pipeline ends SUCCESS with the final params, or FAILURE at the first stage that failed.
     A step may be given as a signature, a task function or a registered name.
 
     Raises:
@@ -311,9 +313,10 @@ def _settle_pipeline(pipeline: Task) -> Outcome | None:
     number, plan = stage_kwargs["stage"], pipeline.kwargs["stages"]
     if status != S.SUCCESS:
         where = f"Stage {number} of {len(plan)} (priority {plan[number - 1]['priority']})"
-        return S.INCOMPLETE, {"error": f"{where} failed: {_reason(status, error)}",
-                              "result": {"stage": number, "params": stage_kwargs["params"],
-                                         "failed": _failed_in(pk, name, status, result, error)}}
+        # FAILURE, not INCOMPLETE: the pipeline's own work (its params) stopped, not just a subtask.
+        return S.FAILURE, {"error": f"{where} failed: {_reason(status, error)}",
+                           "result": {"stage": number, "params": stage_kwargs["params"],
+                                      "failed": _failed_in(pk, name, status, result, error)}}
     if number == len(plan):
         return S.SUCCESS, {"result": result}
     _wait_on(pipeline, _start_stage(pipeline, number + 1, result))

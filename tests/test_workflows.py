@@ -324,7 +324,7 @@ def test_stages_stop_at_the_first_failure_and_name_the_failed_step(drain):
     pipeline = stages(etl(fail="clean"), params={"last": "start"}).delay()
     drain()
     pipeline.wait()
-    assert pipeline.status == Task.STATUS_INCOMPLETE
+    assert pipeline.status == Task.STATUS_FAILURE
     assert pipeline.error.startswith("Stage 2 of 3 (priority 2) failed: 1 of 2 steps failed: #0 ")
     assert "ended Failure: clean broke" in pipeline.error
     failed = pipeline.result["failed"]
@@ -342,7 +342,7 @@ def test_stages_keep_the_errbacks_of_later_steps(drain):
     broken = tasks.pipeline_step.s("load", fail=True).on_error(tasks.record_errorback, key="load")
     pipeline = stages([(tasks.pipeline_step.s("extract"), 2), (broken, 1)]).delay()
     drain()
-    assert pipeline.wait().status == Task.STATUS_INCOMPLETE
+    assert pipeline.wait().status == Task.STATUS_FAILURE
     assert Record.objects.get().key == f"load:{tasks.pipeline_step.name}:RuntimeError:load broke"
 
 
@@ -350,7 +350,7 @@ def test_stages_step_returning_something_else_than_a_dict_fails_its_stage(drain)
     pipeline = stages([(tasks.returns_a_string, 1), (tasks.pipeline_step.s("after"), 0)]).delay()
     drain()
     pipeline.wait()
-    assert pipeline.status == Task.STATUS_INCOMPLETE
+    assert pipeline.status == Task.STATUS_FAILURE
     assert "returned 'not a dict', not a dict of params to update" in pipeline.error
 
 
