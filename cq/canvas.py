@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import dispatch, registry, workflows
+from . import dispatch, events, registry, workflows
 from .exceptions import CQError, InvalidTask
 from .models import ERROR, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .signatures import Signature, signature  # noqa: F401  (public here, with the workflows)
@@ -150,6 +150,7 @@ def _finish(task: Task, status: TaskStatus, now: Any, **fields: Any) -> None:
     Task.objects.filter(pk=task.pk).update(**fields)
     for name, value in fields.items():
         setattr(task, name, value)
+    events.status([task])
 
 
 def revoke(task: Task, terminate: bool = False) -> None:
@@ -169,6 +170,11 @@ def revoke(task: Task, terminate: bool = False) -> None:
     with transaction.atomic():
         running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker"))
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
+        if events.enabled():
+            revoked = list(revocable.only("pk", "top", "func_name"))
+            for row in revoked:
+                row.status = TaskStatus.REVOKED
+            events.status(revoked)
         # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
         for ttl in set(revocable.values_list("result_ttl", flat=True)):
             expiry = result_expiry(Task(result_ttl=ttl), now)

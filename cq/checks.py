@@ -35,3 +35,24 @@ def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[checks.
         "time can fail with 'database is locked'.",
         hint='Add "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} to DATABASES["default"].',
         id="cq.W002")]
+
+
+@checks.register()
+def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """CQ_NOTIFIERS and CQ_TASK_ACCESS name callables that can be imported."""
+    from django.utils.module_loading import import_string
+
+    named = [("CQ_NOTIFIERS", path) for path in settings.NOTIFIERS]
+    if settings.TASK_ACCESS:
+        named.append(("CQ_TASK_ACCESS", settings.TASK_ACCESS))
+    errors = []
+    for setting, path in named:
+        try:
+            found = import_string(path)
+        except ImportError as error:
+            errors.append(checks.Error(f"{setting} names {path!r}, which cannot be imported: {error}",
+                                       id="cq.E001"))
+            continue
+        if not callable(found):
+            errors.append(checks.Error(f"{setting} names {path!r}, which is not callable.", id="cq.E001"))
+    return errors

@@ -53,6 +53,12 @@ class Settings:
     RESULT_TTL: int | None = 60 * 60 * 24 * 30
     #: Least seconds between two writes of a running task's progress (the last is always written).
     PROGRESS_INTERVAL: float = 0.5
+    #: Alias in ``CHANNEL_LAYERS`` of the layer live events go to (off if it is not configured).
+    EVENTS_LAYER: str = "default"
+    #: Dotted path of a callable ``(user, task) -> bool``: may a user who is not staff watch a task?
+    TASK_ACCESS: str | None = None
+    #: Dotted paths of callables ``notify(task_id, event)`` called on every event (cq.events).
+    NOTIFIERS: tuple[str, ...] = ()
     #: How many published log lines a task keeps (django-cq's ``limit``).
     LOG_LIMIT: int = 40
 

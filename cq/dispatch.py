@@ -12,7 +12,7 @@ from django.conf import settings as settings_django
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import current, doorbell, registry
+from . import current, doorbell, events, registry
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .metadata import apply_fields, own_columns
@@ -90,6 +90,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     saved = _insert_one(task)
     if saved is not task:
         return saved
+    events.status([task])
     if previous is not None:
         # Tells the previous task, as it finishes, that it has a chain to launch.
         Task.objects.filter(pk=previous.pk, has_next=False).update(has_next=True)
@@ -280,6 +281,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
                                        f"it cannot be submitted again.")
         doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
     task.status, task.args, task.submitted = TaskStatus.QUEUED, args, now
+    events.status([task])
 
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
@@ -290,6 +292,8 @@ def launch(candidates: QuerySet[Task]) -> list[Any]:
         Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(
             status=TaskStatus.QUEUED, submitted=timezone.now())
         doorbell.ring_on_commit(found)
+        if events.enabled():
+            events.status(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status"))
     return ids
 
 

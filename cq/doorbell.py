@@ -9,6 +9,7 @@ daemon thread. channels-redis keeps its connection pool per event loop, so
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
@@ -50,14 +51,22 @@ _loop: _LoopThread | None = None
 _loop_lock = threading.Lock()
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run a channel-layer coroutine on the process's doorbell loop and return its result."""
+def _process_loop() -> _LoopThread:
     global _loop
     with _loop_lock:
         if _loop is None or _loop.pid != os.getpid():  # a forked child needs a loop of its own
             _loop = _LoopThread()
-        loop = _loop
-    return loop.run(coro, timeout)
+        return _loop
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run a channel-layer coroutine on the process's doorbell loop and return its result."""
+    return _process_loop().run(coro, timeout)
+
+
+def start(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+    """Start a coroutine on the process's doorbell loop without waiting for it."""
+    return asyncio.run_coroutine_threadsafe(coro, _process_loop().loop)
 
 
 def channel(queue: str) -> str:

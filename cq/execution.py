@@ -27,7 +27,7 @@ from django.db.models import Case, Q, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from . import canvas, current, doorbell, limits, registry
+from . import canvas, current, doorbell, events, limits, registry
 from .conf import settings
 from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
 from .inline import InlineTask
@@ -64,7 +64,9 @@ def claim(task_ids: list[str], worker: str) -> list[Task]:
         for task_id in missing:
             if task_id not in known:
                 logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
-    return _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
+    admitted = _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
+    events.status(admitted)
+    return admitted
 
 
 def release(task_ids: list[Any], worker: str) -> None:
@@ -90,7 +92,9 @@ def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> l
     with transaction.atomic():
         claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]),
                                    {"status": S.RUNNING, "started": now, "worker": worker})
-    return _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
+    admitted = _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
+    events.status(admitted)
+    return admitted
 
 
 def _admitted(claimed: list[Task], worker: str) -> list[Task]:
@@ -257,6 +261,7 @@ class Batch:
             task, value = self.deferred.pop(row.pk)
             task.status, task.result, task.error, task.finished = S.SUCCESS, value, None, now
             task.result_expiry, task.parent_id, task.has_next = expiries[row.pk], row.parent_id, row.has_next
+            events.status([task])
             if task.has_next:
                 canvas.launch_next(task)
             if task.parent_id is not None:
@@ -398,3 +403,4 @@ def _update(task: Task, **fields: Any) -> None:
     task.parent_id = parent_id if parent_id is None or isinstance(parent_id, uuid.UUID) else uuid.UUID(parent_id)
     task.has_next = bool(has_next)
     flush_logs(task)
+    events.status([task])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from . import events
 from .conf import settings
 from .signals import task_log
 
@@ -52,6 +53,7 @@ def flush(task: Task) -> None:
     records = task.__dict__.pop(_UNPUBLISHED, None)
     if records:
         task_log.send(sender=type(task), task=task, records=records)
+        events.log(task, records)
 
 
 def tree_logs(task: Task) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections, router
 
+from . import events
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import AbstractTask, TaskStatus, get_task_model
@@ -109,6 +110,7 @@ def progress(task: Any, current: float, total: float | None = None, message: str
         return
     task.__dict__[_WRITTEN_AT] = now
     write(task, {"progress": task.progress})
+    events.progress(task)
 
 
 def write(task: Any, values: dict[str, Any]) -> None:

@@ -1,0 +1,126 @@
+"""Live events: a small JSON message for every change of a task, for browsers and notifiers.
+
+A change of status, a progress report and published log lines each make one
+event. A change of status is sent once the transaction that made it commits (at
+once in autocommit); progress and log lines at once, so that they are seen
+while the task runs. Events go to:
+
+- the channel layer ``CQ_EVENTS_LAYER`` (``"default"``; events are off when
+  ``CHANNEL_LAYERS`` has no such alias), in three groups: the task's own
+  (``cq.task.<id>``), its tree's (``cq.tree.<top-level id>``) and ``cq.all``;
+  the message's ``type`` is ``cq.event``, so a consumer handles it in
+  ``cq_event()``. Sends go through the process's doorbell loop and nobody
+  waits for them: a worker never slows down for a browser.
+- every callable named in ``CQ_NOTIFIERS``, called ``notify(task_id, event)``
+  in the process that made the change; an error is logged, never raised.
+
+An event is a dict: ``{"event": "status" | "progress" | "log", "task": id,
+"top": id of its top-level task, "func_name": ..., "status": ..., "at": ISO
+time}``, plus ``progress`` for a progress event and ``records`` for log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import doorbell
+from .conf import settings
+
+logger = logging.getLogger(__name__)
+
+ALL = "cq.all"
+
+
+def group_of_task(task_id: Any) -> str:
+    return f"cq.task.{task_id}"
+
+
+def group_of_tree(top_id: Any) -> str:
+    return f"cq.tree.{top_id}"
+
+
+def status(tasks: Iterable[Any]) -> None:
+    """Tasks changed status (as they now are in memory)."""
+    if enabled():
+        events = [_event("status", task) for task in tasks]
+        if events:
+            transaction.on_commit(functools.partial(publish, events))
+
+
+def progress(task: Any) -> None:
+    """A task reported progress: sent at once, not at its commit, to be seen while it runs."""
+    if enabled():
+        publish([_event("progress", task, progress=dict(task.progress))])
+
+
+def log(task: Any, records: list[dict[str, Any]]) -> None:
+    """A task published log lines: sent at once, like progress."""
+    if enabled():
+        publish([_event("log", task, records=records)])
+
+
+def enabled() -> bool:
+    """Whether anybody listens: an events layer is configured, or a notifier."""
+    return bool(_notifiers()) or settings.EVENTS_LAYER in getattr(django_settings, "CHANNEL_LAYERS", {})
+
+
+def _event(kind: str, task: Any, **extra: Any) -> dict[str, Any]:
+    return {"event": kind, "task": str(task.pk), "top": str(task.top_id or task.pk), "func_name": task.func_name,
+            "status": task.status, "at": timezone.now().isoformat(), **extra}
+
+
+def publish(events: list[dict[str, Any]]) -> None:
+    """Hand ``events`` to the notifiers, and to the events layer without waiting for it."""
+    for notify in _notifiers():
+        for event in events:
+            try:
+                notify(event["task"], event)
+            except Exception:
+                logger.exception("Notifier %r failed on an event of task %s.", notify, event["task"])
+    if settings.EVENTS_LAYER in getattr(django_settings, "CHANNEL_LAYERS", {}):
+        doorbell.start(_send(events)).add_done_callback(_log_failure)
+
+
+async def _send(events: list[dict[str, Any]]) -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer(settings.EVENTS_LAYER)
+    async with _in_order():  # sends started one after another finish in that order
+        for event in events:
+            message = {"type": "cq.event", **event}
+            for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL):
+                await layer.group_send(group, message)
+
+
+_locks: dict[Any, asyncio.Lock] = {}
+
+
+def _in_order() -> asyncio.Lock:
+    """The doorbell loop's lock of event sends (asyncio.Lock wakes its waiters first come, first served)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _locks:
+        _locks[loop] = asyncio.Lock()
+    return _locks[loop]
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("Could not send task events: %s", future.exception())
+
+
+def _notifiers() -> list[Callable[[str, dict[str, Any]], None]]:
+    return _imported(tuple(settings.NOTIFIERS))
+
+
+@functools.cache
+def _imported(paths: tuple[str, ...]) -> list[Callable[[str, dict[str, Any]], None]]:
+    return [import_string(path) for path in paths]
