@@ -3,7 +3,7 @@
 It creates the PostgreSQL database cq_bench, starts `cq_runworker -c 2` itself, and runs:
 enqueue rates (one `.delay()` at a time, and `delay_many`), end-to-end throughput of no-op
 tasks (bulk and one producer), idle latency, latency under load, a fan-out of 1,000
-subtasks, a chain of 200, CPU seconds per 1,000 tasks and the peak RSS of a worker process.
+subtasks, a chord of 1,000, a chain of 200, CPU seconds per 1,000 tasks and the peak RSS of a worker process.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import transaction
 
-    from bench.benchapp.tasks import fan_out, noop
+    from bench.benchapp.tasks import fan_out, noop, total
+    from cq.canvas import chord
     from cq.models import Task
 
     call_command("migrate", verbosity=0)
@@ -169,6 +170,13 @@ def main() -> int:
         results["fan_out_1000_s"] = wait_done({"pk": parent.pk}) - start
         Task.objects.all().delete()
 
+        say("Chord: 1,000 members, then a callback with their 1,000 results")
+        start = time.perf_counter()
+        done = chord([noop.s(i) for i in range(1000)])(total.s())
+        results["chord_1000_s"] = wait_done({"pk": done.pk}) - start
+        assert done.wait().result == 1000
+        Task.objects.all().delete()
+
         say("Chain: 200 tasks one after another")
         start = time.perf_counter()
         with transaction.atomic():
@@ -192,6 +200,7 @@ def main() -> int:
         ("latency under load p50", "latency_under_load_p50_ms", "ms"),
         ("latency under load p95", "latency_under_load_p95_ms", "ms"),
         ("fan-out of 1,000 subtasks", "fan_out_1000_s", "s"),
+        ("chord of 1,000 and its callback", "chord_1000_s", "s"),
         ("chain of 200", "chain_200_s", "s"),
         ("worker CPU per 1,000 tasks", "cpu_s_per_1000", "s"),
         ("worker peak RSS", "worker_peak_rss_mb", "MB"),

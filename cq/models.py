@@ -213,9 +213,11 @@ class AbstractTask(models.Model):
                          condition=models.Q(status=S.RUNNING, concurrency_key__isnull=False)),
         ]
         constraints = [
-            # unique_key: the database refuses a second active task with the same key.
+            # unique_key: the database refuses a second active task with the same key. Rows without
+            # a key stay out of the index: each change of status would add an entry otherwise.
             models.UniqueConstraint(fields=["unique_key"], name=N + "uniq",
-                                    condition=models.Q(status__in=sorted(ACTIVE | {S.RETRY}))),
+                                    condition=models.Q(status__in=sorted(ACTIVE | {S.RETRY}),
+                                                       unique_key__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -13,3 +13,8 @@ def fan_out(cqt, n):
     for i in range(n):
         cqt.subtask(noop, (i,))
     return n
+
+
+@task("bench.total")
+def total(cqt, results):
+    return len(results)

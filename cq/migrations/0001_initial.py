@@ -137,6 +137,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='task',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['P', 'Q', 'R', 'W', 'Y'])), fields=('unique_key',), name='cq_task_uniq'),
+            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['P', 'Q', 'R', 'W', 'Y']), ('unique_key__isnull', False)), fields=('unique_key',), name='cq_task_uniq'),
         ),
     ]
