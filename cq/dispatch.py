@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as settings_django
 from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import current, doorbell, events, registry
@@ -108,6 +109,22 @@ def rerun(task: Task) -> Task:
     own = {name: getattr(task, name) for name in set(own_columns().values())}
     return create(task.func_name, task.args, task.kwargs, submit=True, queue=task.queue, priority=task.priority,
                   result_ttl=task.result_ttl, fields={**task.fields, **own})
+
+
+def retry_now(task: Task) -> bool:
+    """Queue again a top-level task that ended FAILURE or LOST, as the same row (its retries
+    counted); ``False`` if it is not such a task. A task of a tree is retried by its tree."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Task.objects.filter(pk=task.pk, parent__isnull=True,
+                                      status__in=[TaskStatus.FAILURE, TaskStatus.LOST]).update(
+            status=TaskStatus.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
+            run_after=None, retries=F("retries") + 1, last_retry=now)
+        if updated:
+            task.refresh_from_db()
+            doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
+            events.status([task])
+    return bool(updated)
 
 
 def _fields(fn: Any, given: Any) -> dict[str, Any]:

@@ -401,3 +401,12 @@ def adds_one(cqt, params):
 def bills_customer(cqt, customer, amount):
     """A group member with options of its own: a concurrency key, a priority and fields."""
     return amount
+
+
+@task(atomic=False)
+def fails_first_time(cqt, key):
+    """Fails on its first run (no retries of its own), succeeds when run again."""
+    Record.objects.create(key=key)
+    if Record.objects.filter(key=key).count() == 1:
+        raise RuntimeError("first run fails")
+    return "second run"

@@ -1,0 +1,202 @@
+"""The JSON API (``path("cq/", include("cq.urls"))``): list and read tasks, create one by
+registered name, revoke, retry and re-run.
+
+Every answer is JSON. Errors have one shape, ``{"error": {"code": ..., "message": ...}}``,
+with the HTTP status: 400 bad input, 401 not logged in, 403 not allowed, 404 no such task,
+405 wrong method, 409 the task's status does not allow the action. Staff see every task and
+may act on any; another user sees and acts on the tasks ``cq.consumers.can_see`` allows;
+creating a task takes staff or the task model's ``add`` permission, and only a registered
+function runs: the name is looked up in the ``@task`` registry, never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.utils.dateparse import parse_datetime
+
+from . import dispatch, registry
+from .consumers import can_see
+from .exceptions import CQError, InvalidTask, TaskNotRegistered
+from .models import DONE, TaskStatus, get_task_model
+
+PAGE = 50
+#: Options a caller of the API may give a new task.
+OPTIONS = frozenset({"queue", "priority", "fields", "countdown", "eta", "unique_key", "result_ttl"})
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def endpoint(*methods: str) -> Any:
+    """Answer JSON, refuse anonymous users and other methods, and turn refusals into errors."""
+
+    def decorate(view: Any) -> Any:
+        def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            try:
+                if request.method not in methods:
+                    raise Refused(405, "method_not_allowed", f"Use {' or '.join(methods)}.")
+                if not request.user.is_authenticated:
+                    raise Refused(401, "not_logged_in", "Log in first.")
+                return JsonResponse(view(request, *args, **kwargs), status=201 if request.method == "POST" else 200)
+            except Refused as refusal:
+                return _error(refusal.status, refusal.code, refusal.message)
+            except TaskNotRegistered as error:
+                return _error(400, "unknown_task", str(error))
+            except CQError as error:
+                return _error(400, "invalid", str(error))
+
+        return answer
+
+    return decorate
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def as_json(task: Any) -> dict[str, Any]:
+    return {
+        "id": str(task.pk), "func_name": task.func_name, "status": task.status,
+        "status_label": TaskStatus(task.status).label, "args": task.args, "kwargs": task.kwargs,
+        "result": task.result, "error": task.error, "exception": task.exception, "traceback": task.traceback,
+        "progress": dict(task.progress) or None, "fields": task.fields, "queue": task.queue,
+        "priority": task.priority, "parent": _id(task.parent_id), "top": _id(task.top_id),
+        "previous": _id(task.previous_id), "created": _time(task.created), "submitted": _time(task.submitted),
+        "started": _time(task.started), "finished": _time(task.finished), "retries": task.retries,
+        "worker": task.worker,
+    }
+
+
+def _id(pk: Any) -> str | None:
+    return None if pk is None else str(pk)
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+@endpoint("GET", "POST")
+def tasks(request: HttpRequest) -> dict[str, Any]:
+    """GET: tasks, newest first, filtered by ``status``, ``func_name``, ``since``, ``until``,
+    ``owner`` (a user id, on a task model with an owner) and ``q`` (an id). POST: create one."""
+    if request.method == "POST":
+        return {"task": as_json(_create(request))}
+    Task = get_task_model()
+    found = _visible(request, Task._default_manager.all())
+    query = request.GET
+    if query.get("status"):
+        found = found.filter(status__in=query["status"].split(","))
+    if query.get("func_name"):
+        found = found.filter(func_name=query["func_name"])
+    for name, lookup in (("since", "created__gte"), ("until", "created__lt")):
+        if query.get(name):
+            moment = parse_datetime(query[name])
+            if moment is None:
+                raise Refused(400, "invalid", f"{name} takes an ISO date and time, not {query[name]!r}.")
+            found = found.filter(**{lookup: moment})
+    if query.get("owner"):
+        if "owner" not in {field.name for field in Task._meta.fields}:
+            raise Refused(400, "invalid", "The task model has no owner.")
+        found = found.filter(owner=query["owner"])
+    if query.get("q"):
+        found = found.filter(pk=_uuid(query["q"]))
+    page = list(found.order_by("-created")[:PAGE])
+    return {"tasks": [as_json(task) for task in page]}
+
+
+@endpoint("GET")
+def task(request: HttpRequest, task_id: str) -> dict[str, Any]:
+    """One task with its tree (for a top-level task, every task under it)."""
+    found = _find(request, task_id)
+    tree = get_task_model()._default_manager.filter(top=found.pk).order_by("created")
+    return {"task": as_json(found), "tree": [as_json(t) for t in tree], "logs": found.logs}
+
+
+@endpoint("POST")
+def revoke(request: HttpRequest, task_id: str) -> dict[str, Any]:
+    found = _find(request, task_id)
+    if found.status in DONE:
+        raise Refused(409, "wrong_status", f"Task {found.pk} has finished ({found.get_status_display()}).")
+    found.revoke(terminate=_body(request).get("terminate") is True)
+    return {"task": as_json(found)}
+
+
+@endpoint("POST")
+def retry(request: HttpRequest, task_id: str) -> dict[str, Any]:
+    found = _find(request, task_id)
+    if not dispatch.retry_now(found):
+        raise Refused(409, "wrong_status", f"Task {found.pk} is {found.get_status_display()}: only a top-level "
+                                           f"task that ended Failure or Lost can be retried.")
+    return {"task": as_json(found)}
+
+
+@endpoint("POST")
+def rerun(request: HttpRequest, task_id: str) -> dict[str, Any]:
+    return {"task": as_json(_find(request, task_id).rerun())}
+
+
+def _create(request: HttpRequest) -> Any:
+    Task = get_task_model()
+    if not (request.user.is_staff or request.user.has_perm(f"{Task._meta.app_label}.add_{Task._meta.model_name}")):
+        raise Refused(403, "forbidden", "Creating tasks takes staff or the permission to add tasks.")
+    body = _body(request)
+    name = body.get("func_name")
+    if not isinstance(name, str):
+        raise Refused(400, "invalid", "Give func_name, the registered name of a task function.")
+    args, kwargs, options = body.get("args", []), body.get("kwargs", {}), body.get("options", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
+        raise Refused(400, "invalid", "args is a JSON list, kwargs and options JSON objects.")
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise Refused(400, "invalid", f"Unknown option(s) {', '.join(sorted(unknown))}; "
+                                      f"the API takes {', '.join(sorted(OPTIONS))}.")
+    if "eta" in options:
+        options["eta"] = parse_datetime(str(options["eta"])) or options["eta"]
+    try:
+        return registry.get(name).delay_args(args, kwargs, **options)
+    except InvalidTask as error:
+        raise Refused(400, "invalid", str(error)) from None
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except ValueError as error:
+        raise Refused(400, "invalid_json", f"The body is not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "invalid_json", "The body is a JSON object.")
+    return body
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Refused(404, "not_found", f"No task has the id {value!r}.") from None
+
+
+def _find(request: HttpRequest, task_id: str) -> Any:
+    found = get_task_model()._default_manager.filter(pk=_uuid(task_id)).first()
+    if found is None:
+        raise Refused(404, "not_found", f"No task has the id {task_id!r}.")
+    if not can_see(request.user, found):
+        raise Refused(403, "forbidden", f"You may not see task {task_id}.")
+    return found
+
+
+def _visible(request: HttpRequest, queryset: Any) -> Any:
+    if request.user.is_staff:
+        return queryset
+    if "owner" in {field.name for field in queryset.model._meta.fields}:
+        return queryset.filter(owner=request.user.pk)
+    raise Refused(403, "forbidden", "Listing tasks takes staff.")
