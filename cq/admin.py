@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -41,7 +41,7 @@ class TaskAdmin(admin.ModelAdmin):
     ordering = ("-submitted",)
     list_per_page = 50
     show_full_result_count = False
-    fields = ("id", "func_name", "status", "arguments", "result_json", "error", "exception", "traceback",
+    fields = ("id", "live", "func_name", "status", "arguments", "result_json", "error", "exception", "traceback",
               "progress_text", "fields_json", "formatted_logs", "parent_link", "top_link", "previous_link",
               "next_links", "subtask_links", "waiting_on_link", "queue", "priority", "submitted", "started",
               "finished", "run_after", "retries", "last_retry", "worker", "force_chain", "result_ttl",
@@ -61,6 +61,14 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="Result")
     def result_json(self, obj: Task) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.result, indent=2))
+
+    @admin.display(description="Dashboard")
+    def live(self, obj: Task) -> str:
+        """A link to the task's live page, when the project mounts cq.urls."""
+        try:
+            return format_html('<a href="{}">live view</a>', reverse("cq:task", args=[obj.pk]))
+        except NoReverseMatch:
+            return "-"
 
     @admin.display(description="Progress")
     def progress_text(self, obj: Task) -> str:

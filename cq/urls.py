@@ -1,11 +1,13 @@
-"""cq's URLs: ``path("cq/", include("cq.urls"))``."""
+"""cq's URLs: ``path("cq/", include("cq.urls"))``: the dashboard and the JSON API."""
 
 from django.urls import path
 
-from . import api
+from . import api, dashboard
 
 app_name = "cq"
 urlpatterns = [
+    path("", dashboard.task_list, name="dashboard"),
+    path("tasks/<str:task_id>/", dashboard.task_page, name="task"),
     path("api/tasks/", api.tasks, name="api-tasks"),
     path("api/tasks/<str:task_id>/", api.task, name="api-task"),
     path("api/tasks/<str:task_id>/revoke/", api.revoke, name="api-revoke"),

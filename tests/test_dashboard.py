@@ -1,0 +1,69 @@
+"""The dashboard's pages: staff only, filters, a task's tree, progress, logs and actions."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from cq.models import Task
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff(client):
+    client.force_login(User.objects.create(username="staff", is_staff=True))
+    return client
+
+
+def test_the_dashboard_is_for_staff_only(client):
+    assert client.get("/cq/").status_code == 302  # to the admin's login
+    client.force_login(User.objects.create(username="ann"))
+    assert client.get("/cq/").status_code == 302
+    task = tasks.echo.delay_args(submit=False)
+    assert client.get(f"/cq/tasks/{task.pk}/").status_code == 302
+
+
+def test_the_task_list_filters_by_status_function_and_id(staff, drain):
+    added, failed = tasks.add.delay(1, 2), tasks.failing.delay()
+    drain()
+
+    def listed(**query):
+        page = staff.get("/cq/", query).content.decode()
+        return {t.func_name for t in (added, failed) if f'data-task="{t.pk}"' in page}
+
+    assert listed() == {tasks.add.name, tasks.failing.name}
+    assert listed(status="F") == {tasks.failing.name}
+    assert listed(func_name=tasks.add.name) == {tasks.add.name}
+    assert listed(q=str(added.pk)) == {tasks.add.name}
+    assert listed(q="not an id") == set()
+    assert 'src="/static/cq/dashboard.js"' in staff.get("/cq/").content.decode()
+
+
+def test_a_task_page_shows_its_tree_logs_progress_and_actions(staff, drain):
+    top = tasks.logs_with_subtask.delay()
+    drain()
+    Task.objects.filter(pk=top.pk).update(progress={"current": 1, "total": 4, "percent": 25.0, "message": "a quarter"})
+    page = staff.get(f"/cq/tasks/{top.pk}/").content.decode()
+    child = top.subtasks.get()
+    assert f'href="/cq/tasks/{child.pk}/"' in page
+    assert "Log from task_b." in page and "a quarter" in page and 'value="25.0"' in page
+    assert f'data-events="/ws/cq/tasks/{top.pk}/"' in page
+    assert f'data-api="/cq/api/tasks/{top.pk}/"' in page and 'data-action="rerun/"' in page
+    assert staff.get("/cq/tasks/00000000-0000-0000-0000-000000000000/").status_code == 404
+    assert staff.get("/cq/tasks/nope/").status_code == 404
+
+
+def test_a_failed_task_page_shows_its_error_and_traceback(staff, drain):
+    failed = tasks.failing.delay()
+    drain()
+    page = staff.get(f"/cq/tasks/{failed.pk}/").content.decode()
+    assert "ValueError" in page and "Traceback" in page
+
+
+def test_the_admin_and_the_dashboard_link_to_each_other(staff):
+    task = tasks.echo.delay_args(submit=False)
+    User.objects.filter(username="staff").update(is_superuser=True)
+    assert f'href="/admin/cq/task/{task.pk}/change/"' in staff.get(f"/cq/tasks/{task.pk}/").content.decode()
+    assert f'href="/cq/tasks/{task.pk}/"' in staff.get(f"/admin/cq/task/{task.pk}/change/").content.decode()
