@@ -1,4 +1,4 @@
-"""The dashboard's pages (staff only): the task list and a task's page. Both are plain
+"""The dashboard's pages (staff only): the task list, a task's page, workers and queues. Both are plain
 templates; a little JavaScript (static/cq/dashboard.js) keeps them current over the
 websocket of cq.routing and acts through the JSON API (cq.api)."""
 
@@ -7,13 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import Count, Min, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 
 from . import registry
 from .api import as_json
-from .models import TaskStatus, get_task_model
+from .conf import settings
+from .models import TaskStatus, Worker, get_task_model
 
 PAGE = 100
 
@@ -46,6 +49,29 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
         "as_json": as_json(task),
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),
     })
+
+
+@staff_member_required
+def workers(request: HttpRequest) -> HttpResponse:
+    """Worker processes: alive (a heartbeat within CQ_WORKER_TIMEOUT) or not, what they run."""
+    now = timezone.now()
+    rows = []
+    for worker in Worker.objects.order_by("stopped", "-last_heartbeat")[:PAGE]:
+        age = (now - worker.last_heartbeat).total_seconds()
+        rows.append({"worker": worker, "age": age,
+                     "alive": worker.stopped is None and age <= settings.WORKER_TIMEOUT})
+    return render(request, "cq/workers.html", {"rows": rows})
+
+
+@staff_member_required
+def queues(request: HttpRequest) -> HttpResponse:
+    """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited."""
+    now = timezone.now()
+    waiting = (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+               .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+               .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
+    rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in waiting]
+    return render(request, "cq/queues.html", {"rows": rows})
 
 
 def _uuid_or_none(value: str) -> Any:

@@ -67,3 +67,29 @@ def test_the_admin_and_the_dashboard_link_to_each_other(staff):
     User.objects.filter(username="staff").update(is_superuser=True)
     assert f'href="/admin/cq/task/{task.pk}/change/"' in staff.get(f"/cq/tasks/{task.pk}/").content.decode()
     assert f'href="/cq/tasks/{task.pk}/"' in staff.get(f"/admin/cq/task/{task.pk}/change/").content.decode()
+
+
+def test_the_workers_page_tells_alive_from_silent_and_what_each_runs(staff, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cq.models import Worker
+
+    running = tasks.echo.delay_args(submit=False)
+    Worker.objects.create(name="box:1", host="box", pid=1, queues=["default"], current_task=running, processed=7)
+    Worker.objects.create(name="box:2", host="box", pid=2, last_heartbeat=timezone.now() - timedelta(hours=1))
+    page = staff.get("/cq/workers/").content.decode()
+    one, two = page.split('data-worker="box:1"')[1], page.split('data-worker="box:2"')[1]
+    assert ">alive<" in one.split("</tr>")[0] and f"/cq/tasks/{running.pk}/" in one.split("</tr>")[0]
+    assert ">silent<" in two.split("</tr>")[0]
+    assert "<td>7</td>" in one.split("</tr>")[0]
+
+
+def test_the_queues_page_counts_what_waits_in_each_queue(staff):
+    tasks.echo.delay_many([(1,), (2,)])
+    tasks.report.delay("x")
+    tasks.echo.delay_args(countdown=3600)  # not due: not counted
+    page = staff.get("/cq/queues/").content.decode()
+    assert '<tr data-queue="default"><td>default</td><td>2</td>' in page
+    assert '<tr data-queue="reports"><td>reports</td><td>1</td>' in page
