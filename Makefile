@@ -28,8 +28,8 @@ test: install
 
 # Each database: the suite on cq.Task, then the tests of a task model of the project's own.
 test-sqlite: install
-	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
-	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model and not postgres' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m 'custom_model and not postgres' $(PYTEST_ARGS)
 
 test-postgres: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)

@@ -108,7 +108,7 @@ def test_a_process_killed_mid_batch_leaves_what_ran_lost_and_puts_back_the_rest(
     assert worker.stop() == 0, worker.output
 
 
-@pytest.mark.skipif(not BATCHES, reason="batches run on PostgreSQL only")
+@pytest.mark.postgres  # batches run on PostgreSQL only: `make test` runs this in its PostgreSQL pass
 def test_a_batch_whose_transaction_fails_records_its_tasks_lost_and_goes_on(worker, caplog):
     from django.db import transaction
 
