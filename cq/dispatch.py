@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 #: Row fields a caller may set through ``delay_args(**options)``.
 OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
                      "priority", "unique_key"})
-#: Priorities run from lowest to highest (those of Django's task framework).
-MIN_PRIORITY, MAX_PRIORITY = -100, 100
 #: Statuses in which a task holds its ``unique_key``: the partial unique constraint's, in its order.
 HOLDS_KEY = sorted(ACTIVE | {TaskStatus.RETRY})
 
@@ -69,11 +67,9 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     if not registry.QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
     _check_unique_key(options)
-    fields = options.pop("fields", None)
     priority = _priority(options.pop("priority", fn.priority))
-    task = Task(func_name=func_name, args=args, kwargs=kwargs, run_after=run_after, queue=queue, priority=priority,
-                concurrency_key=fn.concurrency_key_for(args, kwargs), **options)
-    apply_fields(task, _fields(fn, fields))
+    task = new_row(fn, args, kwargs, options.pop("fields", None), run_after=run_after, queue=queue,
+                   priority=priority, **options)
     parent, previous = task.parent, task.previous
     if previous is not None and parent is None:
         task.parent = parent = previous.parent
@@ -135,9 +131,20 @@ def _fields(fn: Any, given: Any) -> dict[str, Any]:
 
 
 def _priority(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
-        raise InvalidTask(f"priority= takes a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, not {value!r}.")
+    if not registry.is_priority(value):
+        raise InvalidTask(f"{registry.PRIORITY_RULE}, not {value!r}.")
     return value
+
+
+def new_row(fn: Any, args: list[Any], kwargs: dict[str, Any], fields: dict[str, Any] | None = None,
+            **columns: Any) -> Task:
+    """An unsaved row calling ``fn`` with its own defaults (priority, fields, concurrency key), as
+    ``delay()`` gives them: ``fields`` add to the function's, ``columns`` set the rest."""
+    columns.setdefault("priority", fn.priority)
+    row = Task(func_name=fn.name, args=args, kwargs=kwargs, concurrency_key=fn.concurrency_key_for(args, kwargs),
+               **columns)
+    apply_fields(row, _fields(fn, fields))
+    return row
 
 
 def _check_unique_key(options: dict[str, Any]) -> None:
@@ -204,11 +211,8 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
     for call in calls:
         args, kwargs = _split(call)
         check_json(fn.name, args=args, kwargs=kwargs)
-        row = Task(func_name=fn.name, args=args, kwargs=kwargs, status=TaskStatus.QUEUED, queue=queue,
-                   run_after=run_after, submitted=now, created=now, priority=priority,
-                   concurrency_key=fn.concurrency_key_for(args, kwargs), **options)
-        apply_fields(row, fields)
-        rows.append(row)
+        rows.append(new_row(fn, args, kwargs, fields, status=TaskStatus.QUEUED, queue=queue, run_after=run_after,
+                            submitted=now, created=now, priority=priority, **options))
     with transaction.atomic():
         insert(rows)
         if run_after is None or run_after <= now:

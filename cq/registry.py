@@ -28,6 +28,13 @@ RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
 _RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 #: Longest key (``unique_key``, ``concurrency_key``): the column's length.
 KEY_LENGTH = 255
+#: Priorities run from lowest to highest, higher first (the range of Django's task framework).
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+PRIORITY_RULE = f"priority= takes a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}"
+
+
+def is_priority(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and MIN_PRIORITY <= value <= MAX_PRIORITY
 
 
 class TaskFunction(Generic[P, R]):
@@ -52,9 +59,8 @@ class TaskFunction(Generic[P, R]):
                 raise ImproperlyConfigured(f"@task {name!r}: time limits are seconds above 0, not {limit}.")
         if not isinstance(fields or {}, dict):
             raise ImproperlyConfigured(f"@task {name!r}: fields= takes a dict, not {fields!r}.")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
-            raise ImproperlyConfigured(f"@task {name!r}: priority= takes a whole number from -100 to 100, "
-                                       f"not {priority!r}.")
+        if not is_priority(priority):
+            raise ImproperlyConfigured(f"@task {name!r}: {PRIORITY_RULE}, not {priority!r}.")
         _check_concurrency(name, concurrency_key, max_concurrency)
         self.func = func
         self.name = name

@@ -38,7 +38,6 @@ from django.utils import timezone
 from . import dispatch, doorbell, registry
 from .conf import settings
 from .exceptions import InvalidTask
-from .metadata import apply_fields
 from .models import DONE, TaskStatus, get_task_model
 from .registry import task
 from .signatures import Signature, as_signature
@@ -198,19 +197,20 @@ def _refuse_serial() -> None:
 
 
 def _row(func_name: str, parent: Task | None, now: datetime, **fields: Any) -> Task:
-    top = None if parent is None else parent.top_id or parent.pk
-    return Task(func_name=func_name, parent=parent, top_id=top, created=now, submitted=now, **fields)
+    return Task(func_name=func_name, **_placed(parent, now), **fields)
+
+
+def _placed(parent: Task | None, now: datetime) -> dict[str, Any]:
+    return {"parent": parent, "top_id": None if parent is None else parent.top_id or parent.pk,
+            "created": now, "submitted": now}
 
 
 def _call_row(sig: Signature, parent: Task, now: datetime, args: list[Any], kwargs: dict[str, Any],
               **fields: Any) -> Task:
     """A QUEUED row running ``sig``'s function, with the function's own priority, fields and
     concurrency key, as ``delay()`` would give it."""
-    fn = registry.get(sig.name)
-    row = _row(sig.name, parent, now, status=S.QUEUED, args=args, kwargs=kwargs, queue=sig.queue,
-               priority=fn.priority, concurrency_key=fn.concurrency_key_for(args, kwargs), **fields)
-    apply_fields(row, fn.fields)
-    return row
+    return dispatch.new_row(registry.get(sig.name), args, kwargs, status=S.QUEUED, queue=sig.queue,
+                            **_placed(parent, now), **fields)
 
 
 def _start_group(parent: Task | None, members: Iterable[Signature], now: datetime, name: str = GROUP,
