@@ -12,17 +12,20 @@ function runs: the name is looked up in the ``@task`` registry, never imported.
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import dispatch, registry
 from .consumers import can_see
 from .exceptions import CQError, InvalidTask, TaskNotRegistered
-from .models import DONE, TaskStatus, get_task_model
+from .models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
 
 PAGE = 50
 #: Options a caller of the API may give a new task.
@@ -85,31 +88,67 @@ def _time(moment: datetime | None) -> str | None:
 
 @endpoint("GET", "POST")
 def tasks(request: HttpRequest) -> dict[str, Any]:
-    """GET: tasks, newest first, filtered by ``status``, ``func_name``, ``since``, ``until``,
-    ``owner`` (a user id, on a task model with an owner) and ``q`` (an id). POST: create one."""
+    """GET: tasks, newest first, filtered as :func:`filter_tasks` reads the query. POST: create one."""
     if request.method == "POST":
         return {"task": as_json(_create(request))}
-    Task = get_task_model()
-    found = _visible(request, Task._default_manager.all())
-    query = request.GET
+    found = filter_tasks(_visible(request, get_task_model()._default_manager.all()), request.GET)
+    page = list(found.order_by("-created")[:PAGE])
+    return {"tasks": [as_json(task) for task in page]}
+
+
+#: The dashboard's time windows: ``window=1h`` lists the tasks created in the last hour.
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(days=1),
+           "7d": timedelta(days=7)}
+
+
+def filter_tasks(found: QuerySet, query: Mapping[str, str]) -> QuerySet:
+    """The tasks of ``found`` that a list's query asks for: ``status`` (codes, comma-separated),
+    ``func_name``, ``window`` (one of :data:`WINDOWS`), ``since`` and ``until`` (ISO date and time,
+    of creation; without an offset, in the current time zone), ``owner`` (a user's id or user
+    name, on a task model with an owner) and ``q`` (a task id). Bad values are refused."""
     if query.get("status"):
         found = found.filter(status__in=query["status"].split(","))
     if query.get("func_name"):
         found = found.filter(func_name=query["func_name"])
+    if query.get("window"):
+        if query["window"] not in WINDOWS:
+            raise Refused(400, "invalid", f"window is one of {', '.join(WINDOWS)}, not {query['window']!r}.")
+        found = found.filter(created__gte=timezone.now() - WINDOWS[query["window"]])
     for name, lookup in (("since", "created__gte"), ("until", "created__lt")):
         if query.get(name):
-            moment = parse_datetime(query[name])
-            if moment is None:
-                raise Refused(400, "invalid", f"{name} takes an ISO date and time, not {query[name]!r}.")
-            found = found.filter(**{lookup: moment})
+            found = found.filter(**{lookup: _moment(name, query[name])})
     if query.get("owner"):
-        if "owner" not in {field.name for field in Task._meta.fields}:
-            raise Refused(400, "invalid", "The task model has no owner.")
-        found = found.filter(owner=query["owner"])
+        found = found.filter(_owned_by(found.model, query["owner"].strip()))
     if query.get("q"):
-        found = found.filter(pk=_uuid(query["q"]))
-    page = list(found.order_by("-created")[:PAGE])
-    return {"tasks": [as_json(task) for task in page]}
+        found = found.filter(pk=parse_task_id(query["q"]))
+    return found
+
+
+def _moment(name: str, value: str) -> datetime:
+    try:
+        moment = parse_datetime(value.strip())
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise Refused(400, "invalid", f"{name} takes an ISO date and time, not {value!r}.")
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def _owned_by(model: Any, owner: str) -> Q:
+    field = next((field for field in model._meta.fields if field.name == "owner"), None)
+    if field is None or not field.is_relation:
+        raise Refused(400, "invalid", "The task model has no owner.")
+    found = Q()
+    try:
+        found |= Q(owner=field.target_field.to_python(owner))
+    except ValidationError:
+        pass
+    username = getattr(field.related_model, "USERNAME_FIELD", None)
+    if username:
+        found |= Q(**{f"owner__{username}": owner})
+    if not found:
+        raise Refused(400, "invalid", f"No owner can be {owner!r}.")
+    return found
 
 
 @endpoint("GET")
@@ -178,15 +217,8 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise Refused(404, "not_found", f"No task has the id {value!r}.") from None
-
-
 def _find(request: HttpRequest, task_id: str) -> Any:
-    found = get_task_model()._default_manager.filter(pk=_uuid(task_id)).first()
+    found = find_task(task_id)
     if found is None:
         raise Refused(404, "not_found", f"No task has the id {task_id!r}.")
     if not can_see(request.user, found):

@@ -11,7 +11,6 @@ allowed) or 4404 (no such task).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,7 +19,7 @@ from django.utils.module_loading import import_string
 
 from . import events
 from .conf import settings
-from .models import get_task_model
+from .models import find_task
 
 
 def can_see(user: Any, task: Any) -> bool:
@@ -49,7 +48,7 @@ class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
                 return
             self.watching = [events.ALL]
         else:
-            task = await database_sync_to_async(_find)(task_id)
+            task = await database_sync_to_async(find_task)(task_id)
             if task is None:
                 await self.close(code=4404)
                 return
@@ -69,10 +68,3 @@ class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
     async def cq_event(self, message: dict[str, Any]) -> None:
         await self.send_json({key: value for key, value in message.items() if key != "type"})
 
-
-def _find(task_id: str) -> Any:
-    try:
-        uuid.UUID(task_id)
-    except ValueError:
-        return None
-    return get_task_model()._default_manager.filter(pk=task_id).first()

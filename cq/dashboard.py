@@ -1,46 +1,51 @@
-"""The dashboard's pages (staff only): the task list, a task's page, workers and queues. Both are plain
-templates; a little JavaScript (static/cq/dashboard.js) keeps them current over the
-websocket of cq.routing and acts through the JSON API (cq.api)."""
+"""The dashboard's pages (staff only): the task list with a throughput chart, a task's page,
+workers and queues. They are plain templates; a little JavaScript (static/cq/dashboard.js)
+keeps them current over the websocket of cq.routing and acts through the JSON API (cq.api)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Min, Q
+from django.db.models.functions import TruncMinute
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
 from . import registry
-from .api import as_json
+from .api import WINDOWS, Refused, as_json, filter_tasks
 from .conf import settings
-from .models import TaskStatus, Worker, get_task_model
+from .models import DONE, TaskStatus, Worker, find_task, get_task_model
 
 PAGE = 100
 
 
 @staff_member_required
 def task_list(request: HttpRequest) -> HttpResponse:
+    """Tasks, newest first, filtered as the JSON API's list is (``cq.api.filter_tasks``), with
+    the throughput chart of the last hour."""
     Task = get_task_model()
-    found = Task._default_manager.order_by("-created")
-    status, func_name, query = request.GET.get("status"), request.GET.get("func_name"), request.GET.get("q", "")
-    if status:
-        found = found.filter(status=status)
-    if func_name:
-        found = found.filter(func_name=func_name)
-    if query:
-        found = found.filter(pk=_uuid_or_none(query.strip()))
+    query = request.GET
+    try:
+        found, problem = filter_tasks(Task._default_manager.order_by("-created"), query), None
+    except Refused as refusal:
+        found, problem = Task._default_manager.none(), refusal.message
     return render(request, "cq/task_list.html", {
         "tasks": found[:PAGE], "statuses": TaskStatus.choices, "functions": registry.names(),
-        "status": status or "", "func_name": func_name or "", "q": query,
-    })
+        "finished_statuses": [(code, label) for code, label in TaskStatus.choices if code in DONE],
+        "windows": WINDOWS, "has_owner": any(field.name == "owner" for field in Task._meta.fields),
+        "query": {name: query.get(name, "") for name in ("status", "func_name", "window", "since", "until",
+                                                           "owner", "q")},
+        "filtered": any(query.values()), "problem": problem, "throughput": throughput(),
+    }, status=400 if problem else 200)
 
 
 @staff_member_required
 def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
-    task = get_task_model()._default_manager.filter(pk=_uuid_or_none(task_id)).first()
+    task = find_task(task_id)
     if task is None:
         raise Http404(f"No task has the id {task_id!r}.")
     tree = get_task_model()._default_manager.filter(top=task.pk).order_by("created")
@@ -49,6 +54,29 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
         "as_json": as_json(task),
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),
     })
+
+
+def queue_depths(now: Any) -> Any:
+    """Per queue: ``depth``, the QUEUED tasks that may run at ``now``, and ``oldest``, the first one's
+    submission. (The status filter is written twice so that the waiting tasks' index serves it.)"""
+    return (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+            .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+            .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
+
+
+def throughput(minutes: int = 60) -> dict[str, Any]:
+    """How many tasks finished in each of the last ``minutes`` minutes (this one included), by
+    final status: ``{"start": first minute (ISO), "minutes": n, "counts": {status: [n numbers]}}``."""
+    start = (timezone.now() - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
+    rows = (get_task_model()._default_manager.filter(finished__gte=start)
+            .annotate(minute=TruncMinute("finished")).values("minute", "status").annotate(n=Count("pk"))
+            .order_by())
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // 60)
+        if 0 <= index < minutes:
+            counts.setdefault(row["status"], [0] * minutes)[index] += row["n"]
+    return {"start": start.isoformat(), "minutes": minutes, "counts": counts}
 
 
 @staff_member_required
@@ -67,17 +95,6 @@ def workers(request: HttpRequest) -> HttpResponse:
 def queues(request: HttpRequest) -> HttpResponse:
     """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited."""
     now = timezone.now()
-    waiting = (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
-               .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-               .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
-    rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in waiting]
+    rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in queue_depths(now)]
     return render(request, "cq/queues.html", {"rows": rows})
 
-
-def _uuid_or_none(value: str) -> Any:
-    import uuid
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

@@ -47,6 +47,12 @@ def test_staff_list_tasks_newest_first_and_filter_them(staff, drain):
     assert [t["result"] for t in staff.get(API, {"q": str(added.pk)}).json()["tasks"]] == [3]
     assert staff.get(API, {"since": "2999-01-01T00:00:00Z"}).json()["tasks"] == []
     assert error(staff.get(API, {"since": "yesterday"}), 400) == "invalid"
+    assert error(staff.get(API, {"since": "2026-02-30T00:00"}), 400) == "invalid"  # no such day
+    assert error(staff.get(API, {"window": "1y"}), 400) == "invalid"
+    assert len(staff.get(API, {"window": "15m"}).json()["tasks"]) == 2
+    # Without an offset, a time is in the current time zone (no naive-datetime warning: they are errors here).
+    assert len(staff.get(API, {"until": "2999-01-01T00:00"}).json()["tasks"]) == 2
+    assert error(staff.get(API, {"owner": "ann"}), 400) == "invalid"  # cq.Task has no owner
 
 
 def test_one_task_comes_with_its_tree_and_logs(staff, drain):

@@ -73,6 +73,19 @@ def test_the_admin_lists_and_links_the_projects_tasks(owned, client, drain):
     assert client.get(reverse("admin:customtask_ownedtask_changelist")).status_code == 200
 
 
+def test_the_dashboard_and_the_api_filter_by_owner(owned, client):
+    ann, bob = User.objects.create(username="ann"), User.objects.create(username="bob")
+    mine = tasks.add.using(fields={"owner": ann}).delay(1, 2)
+    tasks.add.using(fields={"owner": bob}).delay(3, 4)
+    client.force_login(User.objects.create(username="staff", is_staff=True))
+    for owner in ("ann", str(ann.pk)):
+        assert [t["id"] for t in client.get("/cq/api/tasks/", {"owner": owner}).json()["tasks"]] == [str(mine.pk)]
+        page = client.get("/cq/", {"owner": owner}).content.decode()
+        assert page.count('<tr data-task="') == 1 and f'data-task="{mine.pk}"' in page
+    assert 'name="owner"' in page
+    assert client.get("/cq/api/tasks/", {"owner": "nobody"}).json()["tasks"] == []
+
+
 def test_a_projects_task_model_needs_no_new_migration_of_cq():
     from django.core.management import call_command
 

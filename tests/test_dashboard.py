@@ -38,7 +38,36 @@ def test_the_task_list_filters_by_status_function_and_id(staff, drain):
     assert listed(func_name=tasks.add.name) == {tasks.add.name}
     assert listed(q=str(added.pk)) == {tasks.add.name}
     assert listed(q="not an id") == set()
+    assert listed(window="1h") == {tasks.add.name, tasks.failing.name}
+    assert listed(since="2999-01-01T00:00") == set()
+    assert listed(until="2999-01-01T00:00", status="S") == {tasks.add.name}
     assert 'src="/static/cq/dashboard.js"' in staff.get("/cq/").content.decode()
+
+
+def test_a_bad_filter_is_named_on_the_page(staff):
+    response = staff.get("/cq/", {"since": "last tuesday"})
+    assert response.status_code == 400
+    assert "since takes an ISO date and time, not &#x27;last tuesday&#x27;." in response.content.decode()
+
+
+def test_the_throughput_chart_counts_the_last_hours_finished_tasks_by_status(staff, drain):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cq.dashboard import throughput
+
+    tasks.add.delay(1, 2), tasks.add.delay(2, 3), tasks.failing.delay()
+    drain()
+    old = tasks.add.delay(0, 0)
+    drain()
+    Task.objects.filter(pk=old.pk).update(finished=timezone.now() - timedelta(hours=2))  # out of the window
+    chart = throughput()
+    assert chart["minutes"] == 60 and len(chart["counts"]["S"]) == 60
+    assert (sum(chart["counts"]["S"]), sum(chart["counts"]["F"])) == (2, 1)
+    assert chart["counts"]["S"][-1] + chart["counts"]["S"][-2] == 2  # this minute, or the last if it just turned
+    page = staff.get("/cq/").content.decode()
+    assert '<script id="throughput-data" type="application/json">' in page and '<svg id="throughput"' in page
 
 
 def test_a_task_page_shows_its_tree_logs_progress_and_actions(staff, drain):

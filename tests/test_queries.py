@@ -155,3 +155,20 @@ def test_a_group_member_costs_its_parent_one_lock_and_one_look(worker):
     assert statements(captured) == {"writes": 2, "reads": 2}, captured.captured_queries
     worker.drain()
     assert task.wait().result == [None, None]
+
+
+def test_the_dashboards_chart_and_queues_read_no_whole_table(worker):
+    """The throughput chart counts the last hour's finished tasks, and the queues page the waiting
+    ones: both through an index, however many finished tasks the table keeps."""
+    from django.utils import timezone
+
+    from cq.dashboard import queue_depths, throughput
+
+    tasks.noop.delay()
+    worker.drain()
+    tasks.noop.delay()
+    with CaptureQueriesContext(connection) as captured:
+        assert sum(sum(row) for row in throughput()["counts"].values()) == 1
+        assert [row["depth"] for row in queue_depths(timezone.now())] == [1]
+    scans = full_scans(captured)
+    assert scans == [], "\n\n".join(scans)
