@@ -52,7 +52,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "django", "cq_runworker", f"--settings={os.environ['DJANGO_SETTINGS_MODULE']}",
              "--poll-interval=0.2", *args],
-            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def output(self) -> str:
@@ -71,9 +71,12 @@ class WorkerProcess:
             self._out.close()
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        """Kill it and every process it started (a child left behind would go on taking tasks)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
         self._out.close()
 
 
