@@ -20,3 +20,8 @@ class CqConfig(AppConfig):
 
         # Register every installed app's task functions, cq's own (cq.tasks) included.
         autodiscover_modules("tasks")
+        # A project on Django's Tasks framework: the backend finds Django tasks outside tasks.py
+        # and sends Django's signals, in every process.
+        if any(str(backend.get("BACKEND", "")).startswith("cq.backends.")
+               for backend in getattr(settings, "TASKS", {}).values()):
+            from . import backends  # noqa: F401

@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import dispatch, events, registry, workflows
+from . import dispatch, events, registry, signals, workflows
 from .exceptions import CQError, InvalidTask
 from .models import ERROR, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .signatures import Signature, signature  # noqa: F401  (public here, with the workflows)
@@ -170,10 +170,10 @@ def revoke(task: Task, terminate: bool = False) -> None:
     with transaction.atomic():
         running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker"))
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
-        if events.enabled():
-            revoked = list(revocable.only("pk", "top", "func_name"))
+        if events.enabled() or signals.task_finished.has_listeners():
+            revoked = list(revocable)
             for row in revoked:
-                row.status = TaskStatus.REVOKED
+                row.status, row.finished = TaskStatus.REVOKED, now
             events.status(revoked)
         # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
         for ttl in set(revocable.values_list("result_ttl", flat=True)):

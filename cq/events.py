@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -32,12 +32,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import doorbell
+from . import doorbell, signals
 from .conf import settings
 
 logger = logging.getLogger(__name__)
 
 ALL = "cq.all"
+#: Final statuses (cq.models.DONE, which this module, imported before the models, cannot import).
+FINAL = frozenset("FSILE")
 
 
 def group_of_task(task_id: Any) -> str:
@@ -48,12 +50,22 @@ def group_of_tree(top_id: Any) -> str:
     return f"cq.tree.{top_id}"
 
 
-def status(tasks: Iterable[Any]) -> None:
-    """Tasks changed status (as they now are in memory)."""
+def status(tasks: list[Any]) -> None:
+    """Tasks changed status (as they now are in memory); for those that finished, ``task_finished``
+    is sent too, once committed."""
     if enabled():
         events = [_event("status", task) for task in tasks]
         if events:
             transaction.on_commit(functools.partial(publish, events))
+    if signals.task_finished.has_listeners():
+        finished = [task for task in tasks if task.status in FINAL]
+        if finished:
+            transaction.on_commit(functools.partial(_finished, finished))
+
+
+def _finished(tasks: list[Any]) -> None:
+    for task in tasks:
+        signals.task_finished.send(type(task), task=task)
 
 
 def progress(task: Any) -> None:

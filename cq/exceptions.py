@@ -38,3 +38,11 @@ class TimeLimitExceeded(CQError):
 
 class TaskLost(CQError):
     """The worker running the task stopped before the task finished."""
+
+
+class TaskRevoked(CQError):
+    """The task was revoked before it finished (what Django's Tasks API reports for a revoked task)."""
+
+
+class SubtaskFailed(CQError):
+    """A subtask of the task failed, so the task ended Incomplete (as Django's Tasks API reports it)."""

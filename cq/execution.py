@@ -131,7 +131,7 @@ def run(task: Task, batch: Batch | None = None) -> None:
 
 def _run(task: Task, batch: Batch | None) -> None:
     try:
-        fn = registry.get(task.func_name)
+        fn = registry.of_row(task)
     except TaskNotRegistered as error:
         _fail(task, error, retry=False)
         return
@@ -159,7 +159,7 @@ def _run(task: Task, batch: Batch | None) -> None:
                 _record_return(task, value)
     except _Revoked:
         raise
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in a task fails the task, not the worker
         _fail(task, error, fn.should_retry(error, task.retries))
 
 

@@ -252,6 +252,12 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     return lambda func: _register(func, given_name, atomic, options)
 
 
+def register(func: Callable[..., Any], name: str, atomic: bool = True, **options: Any) -> TaskFunction[Any, Any]:
+    """Register ``func`` as ``name`` with ``@task``'s options, as ``@task(name)`` does (``cq.backends``
+    registers Django's task functions with it)."""
+    return _register(func, name, atomic, options)
+
+
 def _register(func: Callable[..., Any], name: str | None, atomic: bool, options: dict[str, Any]) -> TaskFunction:
     rules = options.get("retry_exceptions", ())
     if isinstance(rules, type) or not isinstance(rules, Iterable):
@@ -270,6 +276,24 @@ def _register(func: Callable[..., Any], name: str | None, atomic: bool, options:
 
 def _origin(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
+
+
+#: Callables ``find(row)`` that may find the function of a task row whose name is not registered
+#: in this process: ``cq.backends`` imports a Django task from the signed path its row keeps.
+finders: list[Callable[[Any], TaskFunction[Any, Any] | None]] = []
+
+
+def of_row(task: Any) -> TaskFunction[Any, Any]:
+    """The task function a task row runs.
+
+    Raises:
+        TaskNotRegistered: neither the registry nor a finder knows it.
+    """
+    fn = _registry.get(task.func_name)
+    for find in finders if fn is None else ():
+        if (fn := find(task)) is not None:
+            return fn
+    return fn or get(task.func_name)
 
 
 def get(name: str) -> TaskFunction[Any, Any]:

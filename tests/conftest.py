@@ -74,3 +74,14 @@ def private_redis(tmp_path, settings):
     settings.CHANNEL_LAYERS = server.channel_layers()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def database_thread():
+    """Async tests reach the database from asgiref's thread: close its connection afterwards, or
+    PostgreSQL cannot drop the test database."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

@@ -52,6 +52,8 @@ CHANNEL_LAYERS = {
     },
 }
 CQ_RETRY_BACKOFF = 0
+# Django's Tasks framework on cq (tests/test_backends.py).
+TASKS = {"default": {"BACKEND": "cq.backends.CQBackend", "QUEUES": ["default", "reports"]}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -33,16 +33,6 @@ def events_layer(settings):
 
 
 @pytest.fixture
-async def database_thread():
-    """Async tests reach the database from asgiref's thread: close its connection afterwards, or
-    PostgreSQL cannot drop the test database."""
-    yield
-    from django.db import connections
-
-    await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
 def notifier(settings):
     heard.clear()
     settings.CQ_NOTIFIERS = ["tests.test_events.remember"]

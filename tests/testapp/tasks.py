@@ -410,3 +410,15 @@ def fails_first_time(cqt, key):
     if Record.objects.filter(key=key).count() == 1:
         raise RuntimeError("first run fails")
     return "second run"
+
+
+try:
+    from django.tasks import task as django_task
+except ImportError:
+    from django_tasks import task as django_task
+
+
+@django_task
+def django_task_beside_cq_tasks(a, b):
+    """A Django task in the same module as cq's own task functions."""
+    return add(a, b)
