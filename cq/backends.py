@@ -73,7 +73,10 @@ DEFAULT_OPTIONS = {"retries": 0, "retry_on_lost": False, "time_limit": None, "so
 #: The key of a Django task's row ``fields`` that holds what cq keeps for Django's API.
 FIELD = "django_task"
 
-_signer = signing.Signer(salt="cq.backends.path")
+
+
+def _signer() -> signing.Signer:
+    return signing.Signer(salt="cq.backends.path")  # built when used: SECRET_KEY may not be set at import
 
 
 class CQBackend(BaseTaskBackend):
@@ -120,7 +123,7 @@ class CQBackend(BaseTaskBackend):
         self.validate_task(task)
         fn = self._function(task)
         options: dict[str, Any] = {"queue": task.queue_name, "priority": task.priority,
-                                   "fields": {FIELD: {"path": _signer.sign(task.module_path)}}}
+                                   "fields": {FIELD: {"path": _signer().sign(task.module_path)}}}
         if task.run_after is not None:
             options["eta"] = task.run_after
         if self.cq_options["result_ttl"] is not None:
@@ -194,7 +197,7 @@ def django_task_of(row: Any) -> DjangoTask | None:
     if fn is None:
         signed = (row.fields or {}).get(FIELD, {}).get("path")
         try:
-            path = _signer.unsign(signed) if isinstance(signed, str) else None
+            path = _signer().unsign(signed) if isinstance(signed, str) else None
         except signing.BadSignature:
             path = None
         if path != row.func_name:

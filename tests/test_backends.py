@@ -281,3 +281,30 @@ def test_a_django_task_reports_progress_and_logs_as_its_cq_row(drain, admin_clie
     assert "all steps done" in page and 'value="100.0"' in page
     assert Task.objects.get(pk=from_coroutine.id).logs[0]["message"] == "from a coroutine"
     assert default_task_backend.get_result(from_coroutine.id).return_value == from_coroutine.id
+
+
+def test_the_backend_is_built_and_checks_tasks_before_any_model_is_loaded():
+    """Django builds the backend while task modules are imported, maybe before the apps are ready."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from django.conf import settings
+settings.configure(TASKS={"default": {"BACKEND": "cq.backends.CQBackend"}})
+try:
+    from django.tasks import task
+except ImportError:
+    from django_tasks import task
+
+def ping():
+    return "pong"
+
+ping = task(priority=3)(ping)
+from cq import registry
+assert registry.lookup(ping.module_path).priority == 3
+print("models loaded:", "cq.models" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "models loaded: False"
