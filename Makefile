@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-peers install lint test test-sqlite test-postgres test-django6 test-soak demo bench clean
+.PHONY: bench bench-peers install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,9 @@ test-sqlite: install
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model and not postgres' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m 'custom_model and not postgres' $(PYTEST_ARGS)
 
+# The demo keeps its own SQLite database: its test runs in the SQLite pass only.
 test-postgres: install
-	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 # The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
@@ -41,13 +42,18 @@ test-django6:
 	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
 	  $(VENV6)/bin/pip install -q --upgrade pip && \
 	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
-	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
 
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
+# The demo site (daphne and two worker processes) until Ctrl-C; DEMO_PORT, DATABASE_URL, REDIS_URL.
 demo: install
 	$(PY) demo/run.py
+
+# The demo's scenario without a browser, on a fresh database: exits 0 only if every result is right.
+demo-check: install
+	$(PY) demo/run.py --check
 
 clean:
 	rm -rf $(VENV) $(VENV6) $(PEERS_VENV) build *.egg-info

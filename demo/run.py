@@ -1,97 +1,246 @@
-"""What `make demo` runs: migrate, make sure Redis answers, start a worker,
-run the prime-counting job, and print its finished task tree and logs."""
+"""What `make demo` and `make demo-check` run.
+
+`make demo`: migrate, seed customers and a staff user, make sure Redis answers, start
+daphne (the web site and its websocket) and `cq_runworker --concurrency 2`, print the URL,
+and stop everything on Ctrl-C.
+
+`make demo-check` (``--check``): the same on a fresh database, then the demo's scenario
+without a browser, over HTTP: log in, generate a month's invoices, follow the run until it
+ends, download the archive and read the email; exits 0 only when every result is right.
+"""
 
 from __future__ import annotations
 
+import argparse
+import http.cookiejar
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
-
-import django  # noqa: E402
-import redis  # noqa: E402
+USERNAME, PASSWORD = "admin", "cq-demo"  # what seed_demo creates
+FAILING_CUSTOMER = "Initech"  # seeded without a billing address
 
 
 def redis_answers(url: str) -> bool:
+    import redis
+
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
     except redis.RedisError:
         return False
 
 
-def ensure_redis() -> subprocess.Popen[bytes] | None:
-    """Use REDIS_URL (default 127.0.0.1:6379); else start a private redis-server on a free port."""
-    url = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+    return result
+
+
+def ensure_redis(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """REDIS_URL, by default 127.0.0.1:6379; if none answers, a private redis-server on a free port."""
+    url = env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     if redis_answers(url):
         return None
     if not shutil.which("redis-server"):
         sys.exit(f"Redis does not answer at {url} and redis-server is not installed.\n"
-                 f"Install it (Debian/Ubuntu: sudo apt-get install redis-server) or set REDIS_URL.")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+                 f"Install it (Debian/Ubuntu: sudo apt-get install redis-server), or set REDIS_URL to a Redis.")
+    port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    os.environ["REDIS_URL"] = url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_answers(url):
-        if time.monotonic() > deadline:
-            server.kill()
-            sys.exit(f"Started redis-server on port {port}, but it does not answer.")
-        time.sleep(0.05)
-    print(f"Started a private redis-server on port {port} (none answered at 127.0.0.1:6379).")
+    env["REDIS_URL"] = url = f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: redis_answers(url), 10, f"the redis-server started on port {port}")
+    print(f"No Redis answered at 127.0.0.1:6379: started a private redis-server on port {port}.")
     return server
 
 
-def print_tree(task, names: dict, indent: str = "") -> None:
-    took = (task.finished - task.submitted).total_seconds() if task.finished else 0
-    after = f"  (chained after {names[str(task.previous_id)]})" if task.previous_id else ""
-    print(f"{indent}{task.func_name.rsplit('.', 1)[-1]:<13} {task.get_status_display():<10} "
-          f"{task.result!s:<32} {took:6.2f} s{after}")
-    for child in task.subtasks.order_by("created"):
-        print_tree(child, names, indent + "   ")
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=HERE, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+class Site:
+    """Redis (if needed), daphne and a cq_runworker for the demo; stopped together."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env, self.port = env, port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.redis = ensure_redis(env)
+        manage(env, "migrate", "--verbosity", "0")
+        self.credentials = manage(env, "seed_demo").strip()
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "demo.asgi:application"],
+            cwd=HERE, env=env))
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "manage.py", "cq_runworker", "--concurrency", "2"], cwd=HERE, env=env))
+        wait_for(self.answers, 30, f"daphne to answer on port {port}")
+
+    def answers(self) -> bool:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, process.args))} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(self.url + "admin/login/", timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        """Stop gracefully (a worker finishes its task first); a second Ctrl-C kills at once."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        try:
+            for process in self.processes:
+                process.wait(30)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            for process in self.processes:
+                process.kill()
+                process.wait()
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(10)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(args: argparse.Namespace) -> int:
+    # Ctrl-C (even where a shell started us with SIGINT ignored) and SIGTERM both stop the demo.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    port = args.port if port_free(args.port) else free_port()
+    site = Site(env, port)
+    try:
+        print(f"\ncq demo: open {site.url} and log in ({site.credentials.removeprefix('Log in as ')}).")
+        print(f"The dashboard is at {site.url}cq/, the admin at {site.url}admin/. Ctrl-C stops everything.\n")
+        while all(process.poll() is None for process in site.processes):
+            time.sleep(0.5)
+        print("A demo process exited; stopping the others.")
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping the demo...")
+        return 0
+    finally:
+        site.stop()
+
+
+class Browser:
+    """An HTTP client with cookies and Django's CSRF token, for the headless check."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def get(self, path: str) -> tuple[str, bytes]:
+        with self.opener.open(urllib.parse.urljoin(self.base, path), timeout=10) as answer:
+            return answer.url, answer.read()
+
+    def post(self, path: str, fields: dict[str, str]) -> tuple[str, bytes]:
+        token = next(c.value for c in self.cookies if c.name == "csrftoken")
+        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
+        request = urllib.request.Request(urllib.parse.urljoin(self.base, path), data=data,
+                                         headers={"Referer": self.base})
+        with self.opener.open(request, timeout=10) as answer:
+            return answer.url, answer.read()
+
+
+def check(args: argparse.Namespace) -> int:
+    """The demo's scenario, headless, on a fresh database: exit 0 only if every result is right."""
+    scratch = Path(tempfile.mkdtemp(prefix="cq-demo-check-"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEMO_SQLITE_PATH": str(scratch / "db.sqlite3"),
+           "DEMO_MEDIA_ROOT": str(scratch / "media"), "DEMO_RENDER_PACE": "0.05", "DEMO_REMINDER_AFTER": "2"}
+    if os.environ.get("DATABASE_URL"):
+        sys.exit("demo-check makes a fresh SQLite database of its own: unset DATABASE_URL.")
+    site = Site(env, free_port())
+    try:
+        browser = Browser(site.url)
+        browser.get("admin/login/")
+        browser.post("admin/login/", {"username": USERNAME, "password": PASSWORD, "next": "/"})
+        _, page = browser.get("/")
+        month = re.search(rb'<option value="([0-9-]+)"', page)
+        assert month, "the invoices page offers no month"
+        run_url, _ = browser.post("runs/", {"month": month.group(1).decode()})
+        print(f"Generating the invoices of {month.group(1).decode()[:7]}: {run_url}")
+        state = wait_for(lambda: _finished(browser, run_url), 120, "the run to finish")
+        _, archive = browser.get(state["archive_url"])
+        names = zipfile.ZipFile(BytesIO(archive)).namelist()
+        rendered = [i for i in state["invoices"] if i["status"] == "rendered"]
+        outbox = Path(env["DEMO_MEDIA_ROOT"]) / "outbox"
+        mail = "".join(path.read_text() for path in outbox.glob("*.log"))
+        reminded = wait_for(lambda: _reminders(browser, run_url), 60, "the payment reminders")
+        results = {
+            "the run succeeded": state["status"] == "Success",
+            "progress reached 100%": state["percent"] == 100,
+            f"only {FAILING_CUSTOMER} failed": state["failed"] == [FAILING_CUSTOMER],
+            "every other invoice is in the archive": sorted(names) == sorted(f"{i['number']}.html" for i in rendered)
+            and len(names) == len(state["invoices"]) - 1 > 0,
+            "the office's email names the failure": f"Not invoiced: {FAILING_CUSTOMER}" in mail,
+            "the delayed reminders went out": reminded["reminder_status"] == "Success",
+        }
+        for what, ok in results.items():
+            print(f"  {'ok ' if ok else 'NOT'} {what}")
+        return 0 if all(results.values()) else 1
+    finally:
+        site.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finished(browser: Browser, run_url: str) -> dict[str, Any] | None:
+    state = json.loads(browser.get(run_url + "state/")[1])
+    return state if state["done"] else None
+
+
+def _reminders(browser: Browser, run_url: str) -> dict[str, Any] | None:
+    state = json.loads(browser.get(run_url + "state/")[1])
+    return state if state["reminder_status"] in {"Success", "Failure", "Lost", "Revoked"} else None
 
 
 def main() -> int:
-    server = ensure_redis()
-    django.setup()
-    from django.core.management import call_command
-    from primes.tasks import prime_report
-
-    from cq.models import RepeatingTask, Task
-
-    call_command("migrate", verbosity=0)
-    worker = subprocess.Popen([sys.executable, "manage.py", "cq_runworker"], cwd=HERE)
-    try:
-        task = prime_report.delay(300_000, 8)
-        print(f"Delayed prime_report(300000, 8) as task {task.pk}; a cq_runworker process is running it...")
-        task.wait(timeout=120_000)
-        tree = Task.objects.tree(task).values_list("pk", "func_name")
-        names = {str(pk): name.rsplit(".", 1)[-1] for pk, name in tree}
-        print("\nTask tree:")
-        print_tree(task, names)
-        print("\nLogs rolled up to the top-level task:")
-        for record in task.logs:
-            origin = names[record.get("origin", str(task.pk))]
-            print(f"  {record['timestamp'][11:23]} {origin:<13} {record['message']}")
-        print(f"\nResult: {task.result}  ({task.get_status_display()})")
-        for rt in RepeatingTask.objects.filter(enabled=True):
-            print(f"Repeating: {rt}, next run {rt.next_run:%Y-%m-%d %H:%M %Z}")
-        return 0 if task.status == Task.STATUS_SUCCESS else 1
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="run the scenario headless and report (make demo-check)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+    args = parser.parse_args()
+    return check(args) if args.check else serve(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Settings of the demo site: SQLite unless DATABASE_URL names a PostgreSQL database."""
+"""Settings of the demo site: SQLite unless DATABASE_URL names a PostgreSQL database; Redis at
+REDIS_URL (127.0.0.1:6379 by default)."""
 
 import os
 from pathlib import Path
@@ -20,8 +21,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "cq",
-    "primes",
+    "invoices",
 ]
+ASGI_APPLICATION = "demo.asgi.application"
+LOGIN_URL = "admin:login"
+MEDIA_ROOT = Path(os.environ.get("DEMO_MEDIA_ROOT", BASE_DIR / "media"))
+# The office's email and the customers' reminders are written to files, to read them.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = MEDIA_ROOT / "outbox"
+# Seconds a rendering takes at least (to watch the job), and until the payment reminder.
+DEMO_RENDER_PACE = float(os.environ.get("DEMO_RENDER_PACE", "0.4"))
+DEMO_REMINDER_AFTER = int(os.environ.get("DEMO_REMINDER_AFTER", "60"))
 
 
 def _database(url: str | None) -> dict:
@@ -46,15 +56,18 @@ def _database(url: str | None) -> dict:
 
 DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
 
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The cq layer carries doorbells only: long expiry, room for a backlog, and no
-# socket timeout (redis-py 8's 5 s default cuts blocking reads).
+# socket timeout (redis-py 8's 5 s default cuts blocking reads). "default" carries
+# the live events the pages follow over their websocket.
 CHANNEL_LAYERS = {
     "cq": {
         "BACKEND": "cq.layers.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "socket_timeout": None}],
-            "prefix": "cqdemo",
-        },
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": "cqdemo"},
+    },
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "cqdemo-events"},
     },
 }
 
