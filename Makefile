@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-peers install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
+.PHONY: bench bench-peers browser install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,22 +18,30 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium (never a browser download); installed once, as root or with sudo.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "Installing Debian's chromium and chromium-driver for the browser tests..."
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+browser: $(CHROMIUM)
+
 lint: install
 	$(VENV)/bin/ruff check cq tests demo bench
 
-test: install
+test: install browser
 	$(MAKE) lint
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 
 # Each database: the suite on cq.Task, then the tests of a task model of the project's own.
-test-sqlite: install
+test-sqlite: install browser
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model and not postgres' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m 'custom_model and not postgres' $(PYTEST_ARGS)
 
 # The demo keeps its own SQLite database: its test runs in the SQLite pass only.
 test-postgres: install
-	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model and not demo and not browser' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 # The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
@@ -42,7 +50,7 @@ test-django6:
 	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
 	  $(VENV6)/bin/pip install -q --upgrade pip && \
 	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
-	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model and not demo and not browser' $(PYTEST_ARGS)
 
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ keeps them current over the websocket of cq.routing and acts through the JSON AP
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -16,9 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from . import registry
-from .api import WINDOWS, Refused, as_json, filter_tasks
+from .api import WINDOWS, Refused, filter_tasks
 from .conf import settings
-from .models import DONE, TaskStatus, Worker, find_task, get_task_model
+from .models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
 
 PAGE = 100
 
@@ -48,12 +49,37 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     task = find_task(task_id)
     if task is None:
         raise Http404(f"No task has the id {task_id!r}.")
-    tree = get_task_model()._default_manager.filter(top=task.pk).order_by("created")
+    progress = task.tree_progress
+    if task.status == TaskStatus.SUCCESS:
+        progress = {**progress, "percent": 100}
     return render(request, "cq/task.html", {
-        "task": task, "tree": tree, "logs": task.logs, "progress": task.tree_progress,
-        "as_json": as_json(task),
+        "task": task, "tree": tree_of(task), "logs": task.logs, "progress": progress,
+        "result": json.dumps(task.result, indent=2, sort_keys=True),
+        # The actions the API would take (cq.api answers 409 to the others).
+        "revocable": task.status in REVOCABLE,
+        "retryable": task.parent_id is None and task.status in {TaskStatus.FAILURE, TaskStatus.LOST},
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),
     })
+
+
+def tree_of(task: Any) -> list[tuple[int, Any]]:
+    """The tasks under a top-level ``task`` as ``(depth, task)``, each after its parent, subtasks in
+    the order they were created (a chained task follows the one it waited for, at the same depth)."""
+    if task.top_id is not None:
+        return []
+    rows = list(get_task_model()._default_manager.filter(top=task.pk).order_by("created"))
+    children: dict[Any, list[Any]] = {}
+    for row in rows:
+        children.setdefault(row.parent_id, []).append(row)
+    ordered: list[tuple[int, Any]] = []
+
+    def walk(parent_id: Any, depth: int) -> None:
+        for child in children.get(parent_id, []):
+            ordered.append((depth, child))
+            walk(child.pk, depth + 1)
+
+    walk(task.pk, 0)
+    return ordered
 
 
 def queue_depths(now: Any) -> Any:

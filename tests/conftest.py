@@ -8,7 +8,7 @@ import redis
 from django.conf import settings
 
 from cq.worker import Worker
-from tests.helpers import RedisServer, WorkerProcess
+from tests.helpers import RedisServer, WorkerProcess, events_layers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -27,6 +27,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         except psycopg.Error as error:
             pytest.exit(f"PostgreSQL is not reachable at {db['HOST']}:{db['PORT']} as {db['USER']} ({error}). "
                         f"Start it, or run `make test-sqlite` alone.", returncode=3)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Keep each phase's report on the test, so a fixture can tell that its test failed (rep_call)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +93,10 @@ async def database_thread():
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def events_layer(settings):
+    """Live events on: the "default" layer on the test Redis, which the websocket consumer reads."""
+    settings.CHANNEL_LAYERS = events_layers(settings.CHANNEL_LAYERS, settings.REDIS_URL)
+    return settings.CHANNEL_LAYERS

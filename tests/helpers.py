@@ -36,23 +36,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def events_layers(layers: dict[str, Any], redis_url: str) -> dict[str, Any]:
+    """``layers`` plus the "default" layer that carries live events (cq.events), on ``redis_url``."""
+    return {**layers, "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                  "CONFIG": {"hosts": [redis_url], "prefix": "cqtest-events"}}}
+
+
+def process_env(settings: dict[str, Any] | None = None, redis_url: str | None = None) -> dict[str, str]:
+    """The environment of a process that works on this test's database, with extra settings."""
+    from django.db import connection
+
+    env = {**os.environ, "CQ_TEST_DB_NAME": connection.settings_dict["NAME"], "PYTHONPATH": str(ROOT),
+           "CQ_TEST_SETTINGS_JSON": json.dumps(settings or {}), "CQ_TEST_LOG_LEVEL": "INFO"}
+    if redis_url:
+        env["CQ_TEST_REDIS_URL"] = redis_url
+    return env
+
+
 class WorkerProcess:
     """``manage.py cq_runworker`` in a subprocess, on the test database; its output goes to a file."""
 
     def __init__(self, *args: str, settings: dict[str, Any] | None = None, redis_url: str | None = None,
                  log: Path) -> None:
-        from django.db import connection
-
-        env = {**os.environ, "CQ_TEST_DB_NAME": connection.settings_dict["NAME"], "PYTHONPATH": str(ROOT),
-               "CQ_TEST_SETTINGS_JSON": json.dumps(settings or {}), "CQ_TEST_LOG_LEVEL": "INFO"}
-        if redis_url:
-            env["CQ_TEST_REDIS_URL"] = redis_url
         self.log = log
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "cq_runworker", f"--settings={os.environ['DJANGO_SETTINGS_MODULE']}",
-             "--poll-interval=0.2", *args],
-            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, *self.command(), *args], cwd=ROOT, env=process_env(settings, redis_url),
+            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def command(self) -> list[str]:
+        return ["-m", "django", "cq_runworker", f"--settings={os.environ['DJANGO_SETTINGS_MODULE']}",
+                "--poll-interval=0.2"]
 
     @property
     def output(self) -> str:
@@ -78,6 +92,25 @@ class WorkerProcess:
             pass
         self.process.wait(10)
         self._out.close()
+
+
+class SiteProcess(WorkerProcess):
+    """The test project's ASGI application (tests/asgi.py: pages, static files and cq's websocket)
+    served by daphne on a free port, on the test database."""
+
+    def __init__(self, *, settings: dict[str, Any] | None = None, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(settings=settings, log=log)
+        eventually(self.answers, 30, f"daphne to serve on port {self.port}")
+
+    def command(self) -> list[str]:
+        return ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application"]
+
+    def answers(self) -> bool:
+        assert self.process.poll() is None, f"daphne exited:\n{self.output}"
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 class RedisServer:

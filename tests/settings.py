@@ -17,6 +17,7 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.urls"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]  # the browser tests serve the site with daphne
 
 DATABASE = os.environ.get("CQ_TEST_DATABASE", "sqlite")
 WORKER_DB_NAME = os.environ.get("CQ_TEST_DB_NAME")

@@ -73,10 +73,13 @@ def test_the_throughput_chart_counts_the_last_hours_finished_tasks_by_status(sta
 def test_a_task_page_shows_its_tree_logs_progress_and_actions(staff, drain):
     top = tasks.logs_with_subtask.delay()
     drain()
-    Task.objects.filter(pk=top.pk).update(progress={"current": 1, "total": 4, "percent": 25.0, "message": "a quarter"})
+    assert 'id="progress" data-task="{}" max="100" value="100"'.format(top.pk) in staff.get(
+        f"/cq/tasks/{top.pk}/").content.decode()  # it succeeded: its bar is full
+    Task.objects.filter(pk=top.pk).update(status=Task.STATUS_RUNNING, progress={
+        "current": 1, "total": 4, "percent": 25.0, "message": "a quarter"})
     page = staff.get(f"/cq/tasks/{top.pk}/").content.decode()
     child = top.subtasks.get()
-    assert f'href="/cq/tasks/{child.pk}/"' in page
+    assert f'href="/cq/tasks/{child.pk}/"' in page and f'<td style="padding-left: 1em"><a href="/cq/tasks/{child.pk}/"' in page
     assert "Log from task_b." in page and "a quarter" in page and 'value="25.0"' in page
     assert f'data-events="/ws/cq/tasks/{top.pk}/"' in page
     assert f'data-api="/cq/api/tasks/{top.pk}/"' in page and 'data-action="rerun/"' in page
@@ -89,6 +92,13 @@ def test_a_failed_task_page_shows_its_error_and_traceback(staff, drain):
     drain()
     page = staff.get(f"/cq/tasks/{failed.pk}/").content.decode()
     assert "ValueError" in page and "Traceback" in page
+    # Only the actions its status allows: retry and re-run, not revoke.
+    assert 'data-action="retry/"' in page and 'data-action="revoke/"' not in page
+
+
+def test_a_queued_task_may_be_revoked_not_retried(staff):
+    page = staff.get(f"/cq/tasks/{tasks.echo.delay().pk}/").content.decode()
+    assert 'data-action="revoke/"' in page and 'data-action="retry/"' not in page
 
 
 def test_the_admin_and_the_dashboard_link_to_each_other(staff):

@@ -26,13 +26,6 @@ def allow_all(user, task):
 
 
 @pytest.fixture
-def events_layer(settings):
-    settings.CHANNEL_LAYERS = {**settings.CHANNEL_LAYERS, "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": "cqtest-events"}}}
-
-
-@pytest.fixture
 def notifier(settings):
     heard.clear()
     settings.CQ_NOTIFIERS = ["tests.test_events.remember"]

@@ -422,3 +422,18 @@ except ImportError:
 def django_task_beside_cq_tasks(a, b):
     """A Django task in the same module as cq's own task functions."""
     return add(a, b)
+
+
+@task(atomic=False)
+def steps_when_told(cqt, steps, gate):
+    """Step ``n`` waits for a Record ``gate:n``, then reports progress and publishes a log line: the
+    test says when each step happens (for the browser tests)."""
+    deadline = time.monotonic() + 60
+    for step in range(1, steps + 1):
+        while not Record.objects.filter(key=f"{gate}:{step}").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Record {gate}:{step} within 60 s")
+            time.sleep(0.02)
+        cqt.progress(step, steps, f"step {step} of {steps}")
+        cqt.log(f"finished step {step}")
+    return steps

@@ -7,14 +7,15 @@
   const chart = throughputChart();
   const PAGE = 100;
 
-  function show(event) {
+  // An event from the socket; or, with live false, a task's state read from the API (not counted in the chart).
+  function show(event, live = true) {
     if (event.event === "status") addRow(event);
     document.querySelectorAll(`[data-task="${event.task}"] .status, [data-status="${event.task}"]`)
       .forEach((cell) => {
         cell.textContent = labels[event.status] || event.status;
         cell.className = `status status-${event.status}`;
       });
-    if (event.event === "status" && chart) chart.add(event);
+    if (event.event === "status" && chart && live) chart.add(event);
     if (event.event === "progress") {
       document.querySelectorAll(`progress[data-task="${event.task}"], [data-task="${event.task}"] progress`)
         .forEach((bar) => { bar.value = event.progress.percent || 0; });
@@ -97,9 +98,26 @@
     };
   }
 
+  // What changed before the socket opened (or while it was closed) came as no event: read it from the API.
+  async function catchUp() {
+    const url = document.body.dataset.state;
+    if (!url) return;
+    const answer = await fetch(url + (url.endsWith("/tasks/") ? location.search : ""));
+    if (!answer.ok) return;
+    const state = await answer.json();
+    const tasks = state.tasks ? [...state.tasks].reverse() : [state.task, ...state.tree];
+    tasks.forEach((task) => {
+      show({event: "status", task: task.id, func_name: task.func_name, status: task.status}, false);
+      if (task.progress) show({event: "progress", task: task.id, status: task.status, progress: task.progress}, false);
+    });
+    const logs = document.getElementById("logs");
+    if (logs && state.logs) logs.textContent = state.logs.map((r) => `${r.timestamp} ${r.level} ${r.message}\n`).join("");
+  }
+
   function listen() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}${document.body.dataset.events}`);
+    socket.onopen = catchUp;
     socket.onmessage = (message) => show(JSON.parse(message.data));
     socket.onclose = () => setTimeout(listen, 2000);
   }
