@@ -66,7 +66,9 @@ def state(run: InvoiceRun) -> dict:
     task = run.task
     reminder = run.reminder
     return {
-        "status": task.get_status_display() if task else "Not started",
+        # Waiting (for its subtasks) is, to a person, still running.
+        "status": "Not started" if task is None else "Running" if task.status == task.STATUS_WAITING
+        else task.get_status_display(),
         "done": task is not None and task.status in task.STATUS_DONE,
         "percent": round(100 * sum(steps) / (len(invoices) + 3)) if invoices else 0,
         "invoices": [{"number": i.number, "customer": i.customer.name, "status": i.status,
@@ -76,4 +78,5 @@ def state(run: InvoiceRun) -> dict:
         "reminder_at": reminder.run_after.isoformat() if reminder and reminder.run_after else None,
         "reminder_status": reminder.get_status_display() if reminder else None,
         "task_url": reverse("cq:task", args=[task.pk]) if task else None,
+        "logs": [f"{line['timestamp'][11:19]} {line['message']}" for line in task.logs] if task else [],
     }

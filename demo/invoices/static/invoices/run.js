@@ -1,5 +1,5 @@
-// The run page: cq's websocket says when the task tree changes; the page then reads the run's state
-// again (one small JSON request, at most every 200 ms) and appends log lines as they are published.
+// The run page: cq's websocket says when anything in the run's task tree changes (a status, progress,
+// a log line); the page then reads the run's state again, one small JSON request at most every 200 ms.
 (function () {
   "use strict";
   const script = document.currentScript;
@@ -19,6 +19,9 @@
     if (state.archive_url && !document.getElementById("download")) {
       document.getElementById("archive").innerHTML = `<a id="download" href="${state.archive_url}">Download the archive</a>`;
     }
+    const logs = document.getElementById("logs");
+    logs.textContent = state.logs.join("\n");
+    logs.scrollTop = logs.scrollHeight;
     reminder(state);
   }
 
@@ -50,14 +53,7 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}${script.dataset.events}`);
     socket.onopen = refresh; // whatever happened before the socket opened
-    socket.onmessage = (message) => {
-      const event = JSON.parse(message.data);
-      if (event.event === "log") {
-        const logs = document.getElementById("logs");
-        event.records.forEach((r) => { logs.textContent += `${r.timestamp.slice(11, 19)} ${r.message}\n`; });
-      }
-      refresh();
-    };
+    socket.onmessage = refresh;
     socket.onclose = () => setTimeout(listen, 2000);
   }
 
