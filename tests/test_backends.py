@@ -278,7 +278,7 @@ def test_a_django_task_reports_progress_and_logs_as_its_cq_row(drain, admin_clie
     row = Task.objects.get(pk=result.id)
     assert (row.progress["percent"], [line["message"] for line in row.logs]) == (100.0, ["all steps done"])
     page = admin_client.get(f"/cq/tasks/{result.id}/").content.decode()
-    assert "all steps done" in page and 'value="100.0"' in page
+    assert "all steps done" in page and f'id="progress" data-task="{result.id}" max="100" value="100"' in page
     assert Task.objects.get(pk=from_coroutine.id).logs[0]["message"] == "from a coroutine"
     assert default_task_backend.get_result(from_coroutine.id).return_value == from_coroutine.id
 
