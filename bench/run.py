@@ -1,9 +1,10 @@
 """`make bench`: cq's own numbers on this machine, printed as a table and written as JSON.
 
 It creates the PostgreSQL database cq_bench, starts `cq_runworker -c 2` itself, and runs:
-enqueue rates (one `.delay()` at a time, and `delay_many`), end-to-end throughput of no-op
-tasks (bulk and one producer), idle latency, latency under load, a fan-out of 1,000
-subtasks, a chord of 1,000, a chain of 200, CPU seconds per 1,000 tasks and the peak RSS of a worker process.
+enqueue rates (one `.delay()` at a time, `delay_many`, and Django's `Task.enqueue()` through
+cq.backends), end-to-end throughput of no-op tasks (bulk, and one producer of each API),
+idle latency, latency under load, a fan-out of 1,000 subtasks, a chord of 1,000, a chain of
+200, CPU seconds per 1,000 tasks and the peak RSS of a worker process.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import transaction
 
-    from bench.benchapp.tasks import fan_out, noop, total
+    from bench.benchapp.tasks import django_noop, fan_out, noop, total
     from cq.canvas import chord
     from cq.models import Task
 
@@ -129,6 +130,10 @@ def main() -> int:
     with transaction.atomic():
         noop.delay_many([(i,) for i in range(SIZE * 2)])
     results["enqueue_bulk_per_s"] = SIZE * 2 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(SIZE // 2):
+        django_noop.enqueue(i)
+    results["enqueue_django_per_s"] = SIZE // 2 / (time.perf_counter() - start)
     Task.objects.all().delete()
     flush_redis()
 
@@ -164,6 +169,14 @@ def main() -> int:
         results["latency_under_load_p95_ms"] = percentile(under_load, 95)
         Task.objects.all().delete()
 
+        say(f"Throughput: one producer calling Django's enqueue() {SIZE // 2} times while the workers run")
+        start = time.perf_counter()
+        for i in range(SIZE // 2):
+            django_noop.enqueue(i)
+        end = wait_done({})
+        results["throughput_django_producer_per_s"] = SIZE // 2 / (end - start)
+        Task.objects.all().delete()
+
         say("Fan-out: one task with 1,000 subtasks")
         start = time.perf_counter()
         parent = fan_out.delay(1000)
@@ -193,8 +206,10 @@ def main() -> int:
     rows = [
         ("enqueue, single .delay()", "enqueue_single_per_s", "tasks/s"),
         ("enqueue, delay_many", "enqueue_bulk_per_s", "tasks/s"),
+        ("enqueue, Django's Task.enqueue()", "enqueue_django_per_s", "tasks/s"),
         ("end to end, bulk enqueue", "throughput_bulk_per_s", "tasks/s"),
         ("end to end, one producer .delay()", "throughput_single_producer_per_s", "tasks/s"),
+        ("end to end, one producer enqueue()", "throughput_django_producer_per_s", "tasks/s"),
         ("idle latency p50", "idle_latency_p50_ms", "ms"),
         ("idle latency p95", "idle_latency_p95_ms", "ms"),
         ("latency under load p50", "latency_under_load_p50_ms", "ms"),

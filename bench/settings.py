@@ -26,6 +26,8 @@ CHANNEL_LAYERS = {
     },
 }
 CQ_SCHEDULER = False
+# Django's Tasks framework on cq, for the enqueue() figures.
+TASKS = {"default": {"BACKEND": "cq.backends.CQBackend"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "handlers": {"console": {"class": "logging.StreamHandler"}},
