@@ -64,6 +64,7 @@ STATUSES = {
     "F": TaskResultStatus.FAILED, "I": TaskResultStatus.FAILED, "L": TaskResultStatus.FAILED,
     "E": TaskResultStatus.FAILED,
 }
+FINISHED = frozenset({TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED})
 #: What an unfinished run that ended without an exception of its own reports as its error.
 ENDED_WITHOUT_ERROR = {"E": "cq.exceptions.TaskRevoked", "I": "cq.exceptions.SubtaskFailed",
                        "L": "cq.exceptions.TaskLost"}
@@ -160,17 +161,23 @@ class _Runner:
             _running.reset(token)
 
     def _run(self, row: Any, args: Any, kwargs: Any) -> Any:
-        kept = row.fields.get(FIELD, {})
-        row.fields = {**row.fields, FIELD: {**kept, "workers": [*kept.get("workers", []), row.worker]}}
         task = replace(self.task, priority=row.priority, queue_name=row.queue)
         backend = task.get_backend()
         result = as_result(row, task, backend.alias)
         django_signals.task_started.send(type(backend), task_result=result)
-        if task.takes_context:
-            value = task.call(TaskContext(task_result=result), *args, **kwargs)
-        else:
-            value = task.call(*args, **kwargs)
-        return normalize_json(value)
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)
+            return normalize_json(value)
+        except BaseException:
+            # A failed attempt's worker is kept in the row's fields, written with the failure (the
+            # worker of the last attempt is the row's own ``worker``): a success changes nothing,
+            # so quick atomic tasks still share a commit.
+            kept = row.fields.get(FIELD, {})
+            row.fields = {**row.fields, FIELD: {**kept, "workers": [*kept.get("workers", []), row.worker]}}
+            raise
 
 
 _running: contextvars.ContextVar[Any] = contextvars.ContextVar("cq_running_django_task", default=None)
@@ -225,12 +232,18 @@ def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:
         exception = row.exception or ENDED_WITHOUT_ERROR.get(row.status)
         if exception:
             errors.append(TaskError(exception_class_path=exception, traceback=row.traceback or row.error or ""))
-    workers = list((row.fields or {}).get(FIELD, {}).get("workers", []))
-    attempts = row.retries + (1 if row.started else 0)
-    if row.worker and len(workers) < attempts:  # an attempt whose process died kept no record of its own
+    # Attempts: the retries, and the run now going on or that ended the task. Failed attempts'
+    # workers are in the row's fields; the last one's is the row's own (or an attempt whose
+    # process died: it kept no record).
+    running_or_ran = row.status in {"R", "W"} or (status in FINISHED and row.started is not None)
+    attempts = row.retries + (1 if running_or_ran else 0)
+    workers = list((row.fields or {}).get(FIELD, {}).get("workers", []))[:attempts]
+    if row.worker and len(workers) < attempts:
         workers.append(row.worker)
+    if (task.priority, task.queue_name, task.run_after) != (row.priority, row.queue, row.run_after):
+        task = replace(task, priority=row.priority, queue_name=row.queue, run_after=row.run_after)
     result = TaskResult(
-        task=replace(task, priority=row.priority, queue_name=row.queue, run_after=row.run_after),
+        task=task,
         id=str(row.pk), status=status, enqueued_at=row.created, started_at=row.started,
         finished_at=row.finished, last_attempted_at=row.started, args=row.args, kwargs=row.kwargs,
         backend=alias, errors=errors, worker_ids=workers)
