@@ -121,8 +121,8 @@ class CQBackend(BaseTaskBackend):
         return fn
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
-        self.validate_task(task)
-        fn = self._function(task)
+        self.validate_task(task)  # and registers it, as its decorator did
+        fn = registry.get(task.module_path)
         options: dict[str, Any] = {"queue": task.queue_name, "priority": task.priority,
                                    "fields": {FIELD: {"path": _signer().sign(task.module_path)}}}
         if task.run_after is not None:
@@ -161,7 +161,7 @@ class _Runner:
             _running.reset(token)
 
     def _run(self, row: Any, args: Any, kwargs: Any) -> Any:
-        task = replace(self.task, priority=row.priority, queue_name=row.queue)
+        task = _as_queued(self.task, row)
         backend = task.get_backend()
         result = as_result(row, task, backend.alias)
         django_signals.task_started.send(type(backend), task_result=result)
@@ -240,16 +240,22 @@ def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:
     workers = list((row.fields or {}).get(FIELD, {}).get("workers", []))[:attempts]
     if row.worker and len(workers) < attempts:
         workers.append(row.worker)
-    if (task.priority, task.queue_name, task.run_after) != (row.priority, row.queue, row.run_after):
-        task = replace(task, priority=row.priority, queue_name=row.queue, run_after=row.run_after)
     result = TaskResult(
-        task=task,
+        task=_as_queued(task, row),
         id=str(row.pk), status=status, enqueued_at=row.created, started_at=row.started,
         finished_at=row.finished, last_attempted_at=row.started, args=row.args, kwargs=row.kwargs,
         backend=alias, errors=errors, worker_ids=workers)
     if status == TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", row.result)
     return result
+
+
+def _as_queued(task: DjangoTask, row: Any) -> DjangoTask:
+    """``task`` with the priority, queue and delay its row was queued with (``using()`` may have
+    changed them); copied only when they differ, since a copy validates the task again."""
+    if (task.priority, task.queue_name, task.run_after) == (row.priority, row.queue, row.run_after):
+        return task
+    return replace(task, priority=row.priority, queue_name=row.queue, run_after=row.run_after)
 
 
 def _send_finished(sender: Any, task: Any, **extra: Any) -> None:
