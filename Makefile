@@ -20,9 +20,12 @@ install: $(STAMP)
 
 # The browser tests drive Debian's Chromium (never a browser download); installed once, as root or with sudo.
 CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(CHROMIUM):
 	@echo "Installing Debian's chromium and chromium-driver for the browser tests..."
-	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+	  || ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	       --no-install-recommends chromium chromium-driver )
 
 browser: $(CHROMIUM)
 
