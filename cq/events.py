@@ -34,12 +34,11 @@ from django.utils.module_loading import import_string
 
 from . import doorbell, signals
 from .conf import settings
+from .models import DONE
 
 logger = logging.getLogger(__name__)
 
 ALL = "cq.all"
-#: Final statuses (cq.models.DONE, which this module, imported before the models, cannot import).
-FINAL = frozenset("FSILE")
 
 
 def group_of_task(task_id: Any) -> str:
@@ -58,7 +57,7 @@ def status(tasks: list[Any]) -> None:
         if events:
             transaction.on_commit(functools.partial(publish, events))
     if signals.task_finished.has_listeners():
-        finished = [task for task in tasks if task.status in FINAL]
+        finished = [task for task in tasks if task.status in DONE]
         if finished:
             transaction.on_commit(functools.partial(_finished, finished))
 
