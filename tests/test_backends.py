@@ -308,3 +308,25 @@ print("models loaded:", "cq.models" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "models loaded: False"
+
+
+def test_djangos_own_checks_of_a_task_still_apply(settings):
+    try:
+        from django.tasks import task
+    except ImportError:
+        from django_tasks import task
+
+    def nested():
+        return None
+
+    with pytest.raises(InvalidTask, match="module level"):
+        task(nested)
+    with pytest.raises(InvalidTask, match="context"):
+        task(takes_context=True)(jobs.meaning_of_life.func)
+    with pytest.raises(InvalidTask, match="Queue 'Bad Queue' is not valid"):
+        jobs.noop.using(queue_name="Bad Queue")
+    # With no QUEUES, Django allows any queue name; cq still wants one it can name a channel after.
+    settings.TASKS = {"default": {"BACKEND": "cq.backends.CQBackend", "QUEUES": []}}
+    with pytest.raises(InvalidTask, match="not a cq queue name"):
+        jobs.noop.using(queue_name="Bad Queue")
+    assert Task.objects.get(pk=jobs.noop.using(queue_name="any-queue").enqueue().id).queue == "any-queue"
