@@ -94,3 +94,20 @@ def test_the_task_list_shows_new_tasks_and_the_chart_counts_them(site, page):
     assert chart.locator("rect.status-S").count() == 1 and chart.locator("rect.status-F").count() == 1
     assert page.evaluate("window.cqNoReload") is True
     screenshot(page, "task-list-live")
+
+
+def test_the_queues_and_workers_pages_follow_the_tasks(site, page):
+    page.goto(f"{site.url}/cq/queues/")
+    stays_loaded(page)
+    expect(page.locator("#queues")).to_contain_text("No task is waiting.", timeout=WAIT)
+    tasks.report.delay("nobody takes the reports queue here")  # the test's worker serves "default" only
+    expect(page.locator('tr[data-queue="reports"] td').nth(1)).to_have_text("1", timeout=WAIT)
+    screenshot(page, "queues-live")
+    page.goto(f"{site.url}/cq/workers/")
+    stays_loaded(page)
+    running = tasks.sleeps.delay(60, "watched on the workers page")
+    expect(page.locator(f'a[href="/cq/tasks/{running.pk}/"]')).to_be_visible(timeout=WAIT)
+    expect(page.locator("#workers")).to_contain_text("alive")
+    assert page.evaluate("window.cqNoReload") is True
+    screenshot(page, "workers-live")
+    running.revoke(terminate=True)

@@ -114,11 +114,30 @@
     if (logs && state.logs) logs.textContent = state.logs.map((r) => `${r.timestamp} ${r.level} ${r.message}\n`).join("");
   }
 
+  // Workers and queues have no events of their own: their page is read again when a task changes
+  // status (at most once a second), and every data-refresh seconds for heartbeat ages.
+  let reading = null;
+  function reread() {
+    if (reading || !document.body.dataset.refresh) return;
+    reading = setTimeout(async () => {
+      const answer = await fetch(location.href);
+      reading = null;
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+      document.querySelector("main").replaceWith(fresh.querySelector("main"));
+    }, 1000);
+  }
+  if (document.body.dataset.refresh) setInterval(reread, document.body.dataset.refresh * 1000);
+
   function listen() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}${document.body.dataset.events}`);
     socket.onopen = catchUp;
-    socket.onmessage = (message) => show(JSON.parse(message.data));
+    socket.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      show(event);
+      if (event.event === "status") reread();
+    };
     socket.onclose = () => setTimeout(listen, 2000);
   }
 
