@@ -214,7 +214,7 @@ def batchable(task: Task) -> bool:
     """Whether ``task`` may run in a :class:`Batch`: it runs in a transaction anyway, and the
     database is PostgreSQL (SQLite checks deferred constraints only at the commit, where a
     violation would fail the whole batch; PostgreSQL checks them at the end of each task)."""
-    fn = registry.lookup(task.func_name)
+    fn = registry.for_row(task)
     return fn is not None and fn.atomic and connection.vendor == "postgresql"
 
 
@@ -337,7 +337,7 @@ def _soft_time_limit(fn: registry.TaskFunction[Any, Any]) -> Iterator[None]:
 
 def hard_time_limit(task: Task) -> float | None:
     """Seconds after which the supervisor kills the process running ``task``."""
-    fn = registry.lookup(task.func_name)
+    fn = registry.for_row(task)
     return (fn and fn.time_limit) or settings.TIME_LIMIT
 
 
@@ -348,7 +348,7 @@ def abandon(task_id: Any, worker: str, error: CQError, *, lost: bool) -> None:
     task = Task.objects.filter(pk=task_id, status=S.RUNNING, worker=worker).first()
     if task is None:
         return
-    fn = registry.lookup(task.func_name)
+    fn = registry.for_row(task)
     if lost:
         retry = fn is not None and fn.should_retry_lost(task.retries)
     else:

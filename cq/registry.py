@@ -289,11 +289,16 @@ def of_row(task: Any) -> TaskFunction[Any, Any]:
     Raises:
         TaskNotRegistered: neither the registry nor a finder knows it.
     """
+    return for_row(task) or get(task.func_name)
+
+
+def for_row(task: Any) -> TaskFunction[Any, Any] | None:
+    """The task function a task row runs, or ``None``: :func:`lookup`, then the ``finders``."""
     fn = _registry.get(task.func_name)
     for find in finders if fn is None else ():
         if (fn := find(task)) is not None:
-            return fn
-    return fn or get(task.func_name)
+            break
+    return fn
 
 
 def get(name: str) -> TaskFunction[Any, Any]:

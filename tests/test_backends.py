@@ -330,3 +330,14 @@ def test_djangos_own_checks_of_a_task_still_apply(settings):
     with pytest.raises(InvalidTask, match="not a cq queue name"):
         jobs.noop.using(queue_name="Bad Queue")
     assert Task.objects.get(pk=jobs.noop.using(queue_name="any-queue").enqueue().id).queue == "any-queue"
+
+
+def test_a_worker_enforces_the_backends_time_limit_on_a_task_it_imported(start_worker):
+    """The hard limit is looked up as the task starts, before its function first ran in that process."""
+    tasks_setting = {"default": {"BACKEND": "cq.backends.CQBackend", "QUEUES": ["default", "reports"],
+                                 "OPTIONS": {"TIME_LIMIT": 1}}}
+    start_worker("-c", "1", settings={"TASKS": tasks_setting})
+    result = jobs.sleeps.enqueue(30)
+    eventually(lambda: default_task_backend.get_result(result.id).is_finished, 30, "the time limit to kill it")
+    result.refresh()
+    assert result.status == FAILED and result.errors[0].exception_class_path == "cq.exceptions.TimeLimitExceeded"

@@ -93,3 +93,11 @@ async def reports_from_a_coroutine():
     row = running_task()
     await sync_to_async(row.log)("from a coroutine")
     return str(row.pk)
+
+
+@task
+def sleeps(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
