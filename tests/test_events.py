@@ -122,3 +122,23 @@ async def test_the_websocket_refuses_who_may_not_watch(events_layer, settings, d
     communicator, connected, _ = await connect(f"/ws/cq/tasks/{task.pk}/", ann)
     assert connected
     await communicator.disconnect()
+
+
+def test_task_finished_is_sent_once_per_final_status_after_the_commit(drain):
+    from django.db import transaction
+
+    from cq.signals import task_finished
+
+    heard = []
+
+    def receiver(sender, task, **kwargs):
+        heard.append((task.pk, task.status, transaction.get_connection().in_atomic_block))
+
+    task_finished.connect(receiver)
+    try:
+        done, failed, revoked = tasks.add.delay(1, 2), tasks.failing.delay(), tasks.echo.delay_args(submit=False)
+        revoked.revoke()
+        drain()
+    finally:
+        task_finished.disconnect(receiver)
+    assert sorted(heard) == sorted([(done.pk, "S", False), (failed.pk, "F", False), (revoked.pk, "E", False)])
