@@ -23,8 +23,14 @@ FAST = {"CQ_QUEUED_GRACE": 1.0, "CQ_HEARTBEAT_INTERVAL": 0.5, "CQ_SHUTDOWN_GRACE
 
 
 def running(task: Task) -> Task:
-    return eventually(lambda: Task.objects.filter(pk=task.pk, status=Task.STATUS_RUNNING).first(), 30,
-                      f"task {task.func_name} to start running")
+    """Wait until ``task`` runs and its process's heartbeat names it. A RUNNING row alone is not
+    enough: a process killed before it told its supervisor that it started the task leaves the
+    task claimed but not started, and the supervisor rightly puts it back rather than LOST."""
+    eventually(lambda: Worker.objects.filter(current_task=task.pk).exists(), 30,
+               f"task {task.func_name} to start running")
+    task = Task.objects.get(pk=task.pk)
+    assert task.status == Task.STATUS_RUNNING, task.status
+    return task
 
 
 def pid_of(worker_name: str) -> int:
