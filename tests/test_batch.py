@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from cq.models import Task
 from tests.helpers import eventually
-from tests.test_faults import FAST, finished, pid_of, running
+from tests.test_faults import FAST, finished, pid_of
 from tests.testapp import tasks
 from tests.testapp.models import Note, Record
 
@@ -97,8 +97,8 @@ def test_a_process_killed_mid_batch_leaves_what_ran_lost_and_puts_back_the_rest(
         ran = tasks.add.delay(1, 1)
         sleeper = tasks.sleeps_atomic.delay(str(marker))
         after = tasks.add.delay(2, 2)
-    eventually(marker.exists, 30, "the sleeping task to start")
-    os.kill(pid_of(running(sleeper).worker), signal.SIGKILL)
+    eventually(marker.exists, 30, "the sleeping task to start")  # its process told its supervisor first
+    os.kill(pid_of(Task.objects.get(pk=sleeper.pk).worker), signal.SIGKILL)
     finished([ran, sleeper, after], timeout=30)
     # What ran before the kill in the same batch was never committed: LOST, like the task the
     # kill interrupted (on SQLite, each task commits alone, so it succeeded). The task claimed
