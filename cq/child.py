@@ -1,23 +1,65 @@
-"""Entry point of a worker process started by the supervisor.
+"""A worker process started by the supervisor: its entry point, and how it talks to its supervisor.
 
 The process is spawned, not forked, so nothing here touches Django's models
-before ``django.setup()``.
+before ``django.setup()``. It ignores SIGTERM and SIGINT: systemd (with its
+default ``KillMode=control-group``), ``docker stop`` of a shell and Ctrl-C
+signal every process of the group, and a worker process that acted on them
+would stop its task, or stop at once on hearing the signal again from its
+supervisor. It stops when its supervisor tells it to, over a pipe, or when its
+supervisor is gone.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from .hooks import Hooks
+
+if TYPE_CHECKING:
+    from .models import Task
 
 
-def main(conn: Connection, queues: list[str], poll_interval: float | None, max_tasks: int | None) -> None:
+def main(conn: Connection, orders: Connection, token: str, queues: list[str], poll_interval: float | None,
+         max_tasks: int | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import django
 
     django.setup()
-    from .supervisor import PipeHooks
+    # Only now may the modules that load models be imported.
+    from .execution import hard_time_limit
+    from .heartbeat import incarnation_name
     from .worker import Worker
 
-    # Ctrl-C reaches the whole process group: the supervisor decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(queues=queues, poll_interval=poll_interval, max_tasks=max_tasks, hooks=PipeHooks(conn))
-    worker.run(signals=(signal.SIGTERM,))
+    hooks = PipeHooks(conn, orders, hard_time_limit)
+    Worker(queues=queues, poll_interval=poll_interval, max_tasks=max_tasks, hooks=hooks,
+           name=incarnation_name(token=token)).run(signals=())
+
+
+class PipeHooks(Hooks):
+    """A worker process's hooks: report to the supervisor over one pipe, take its orders from another."""
+
+    def __init__(self, conn: Connection, orders: Connection, time_limit: Callable[[Task], float | None]) -> None:
+        self.conn = conn
+        self.orders = orders
+        self.time_limit = time_limit
+        self.parent = multiprocessing.parent_process()
+        self._stopping = False
+
+    def task_started(self, task: Task) -> None:
+        self.conn.send(("start", [str(task.pk)], self.time_limit(task)))
+
+    def task_finished(self, task: Task) -> None:
+        self.conn.send(("done", [str(task.pk)], None))
+
+    def keep_going(self) -> bool:
+        try:
+            while not self._stopping and self.orders.poll():
+                self._stopping = self.orders.recv() == "stop"
+        except (EOFError, OSError):  # the supervisor closed its end: it is gone
+            self._stopping = True
+        return not self._stopping and (self.parent is None or self.parent.is_alive())

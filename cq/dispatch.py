@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as settings_django
 from django.db import IntegrityError, connections, models, router, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from . import current, doorbell, events, registry
+from . import current, doorbell, events, registry, transitions
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .metadata import apply_fields, own_columns
@@ -22,7 +21,6 @@ from .models import ACTIVE, DONE, TaskStatus, get_task_model
 Task = get_task_model()
 
 if TYPE_CHECKING:
-    from django.db.models import QuerySet
 
     from .inline import InlineTask
 
@@ -105,22 +103,6 @@ def rerun(task: Task) -> Task:
     own = {name: getattr(task, name) for name in set(own_columns().values())}
     return create(task.func_name, task.args, task.kwargs, submit=True, queue=task.queue, priority=task.priority,
                   result_ttl=task.result_ttl, fields={**task.fields, **own})
-
-
-def retry_now(task: Task) -> bool:
-    """Queue again a top-level task that ended FAILURE or LOST, as the same row (its retries
-    counted); ``False`` if it is not such a task. A task of a tree is retried by its tree."""
-    now = timezone.now()
-    with transaction.atomic():
-        updated = Task.objects.filter(pk=task.pk, parent__isnull=True,
-                                      status__in=[TaskStatus.FAILURE, TaskStatus.LOST]).update(
-            status=TaskStatus.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
-            run_after=None, retries=F("retries") + 1, last_retry=now)
-        if updated:
-            task.refresh_from_db()
-            doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
-            events.status([task])
-    return bool(updated)
 
 
 def _fields(fn: Any, given: Any) -> dict[str, Any]:
@@ -292,36 +274,16 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
     fn = registry.lookup(task.func_name)
     if prepend_args and fn is not None:  # the key is a function of the arguments
         task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
-    now = timezone.now()
-    with transaction.atomic():
-        updated = Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=task.concurrency_key)
-        if not updated:
-            task.refresh_from_db(fields=["status"])
-            raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
-                                       f"it cannot be submitted again.")
-        doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
-    task.status, task.args, task.submitted = TaskStatus.QUEUED, args, now
-    events.status([task])
-
-
-def launch(candidates: QuerySet[Task]) -> list[Any]:
-    """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
-    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue", "priority"))
-    ids = [pk for pk, *_ in found]
-    if ids:
-        Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, submitted=timezone.now())
-        doorbell.ring_on_commit(found)
-        if events.enabled():
-            events.status(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status"))
-    return ids
+    if not transitions.submit(task, args, task.concurrency_key):
+        task.refresh_from_db(fields=["status"])
+        raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
+                                   f"it cannot be submitted again.")
 
 
 def launch_if_previous_done(task: Task) -> None:
     status = Task.objects.filter(pk=task.previous_id).values_list("status", flat=True).first()
     if status == TaskStatus.SUCCESS or (status in DONE and task.force_chain):
-        launch(Task.objects.filter(pk=task.pk))
+        transitions.launch(Task.objects.filter(pk=task.pk))
 
 
 def wait(task: Task, timeout: float | None = None) -> Task:

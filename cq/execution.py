@@ -1,213 +1,211 @@
-"""Claiming a task and running it to its next status.
+"""Running a claimed task, and making sure its outcome is recorded.
 
-A task runs only after a conditional UPDATE moved it from QUEUED (or a due
-RETRY) to RUNNING, so a doorbell that arrives twice runs nothing twice. An
-atomic task's own writes and its outcome commit in one transaction; every
-outcome is written with ``WHERE status = RUNNING``, so a task revoked while it
-ran keeps REVOKED (and an atomic one's writes roll back).
+The function runs; what it returned or raised is then written by
+``cq.transitions``, which owns every change of status. Two kinds of error are
+kept apart: the task's own (anything its function raises, ``BaseException``
+included, and a value it returned that cannot be stored) go to its retry
+rules; cq's own (the database failing to record the outcome) never re-run the
+function. The outcome is written again, with backoff, until it lands or turns
+out stale (the run was revoked, or declared LOST and claimed again meanwhile);
+an outcome the database refuses for good is recorded as a plain FAILURE that
+says why. A task never stays RUNNING under a live worker that is done with it.
+
+An atomic task's own writes and its outcome commit in one transaction. If that
+transaction fails at its end, the task's writes went with it, unless only the
+COMMIT's reply was lost: the row tells which, and a run whose writes are gone
+ends LOST (retried with ``retry_on_lost``). One that made no query loses
+nothing, and its outcome is simply written again.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import os
 import signal
-import socket
 import threading
-import traceback
-import uuid
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Case, Q, Value, When
-from django.db.models.functions import Cast
-from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
-from . import canvas, current, doorbell, events, limits, registry
+from . import current, registry, transitions
 from .conf import settings
-from .exceptions import CQError, InvalidTask, SoftTimeLimitExceeded, TaskNotRegistered
+from .exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
+from .heartbeat import incarnation_name
 from .inline import InlineTask
-from .logs import flush as flush_logs
-from .models import TaskStatus, get_task_model, result_expiry
-from .returning import update_returning, update_row
+from .models import get_task_model
 
 Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 
-S = TaskStatus
+#: First and longest pause between two tries at recording an outcome the database did not take.
+RECORD_PAUSE = 0.1
+MAX_RECORD_PAUSE = 5.0
+
+#: A name for this process as a worker, unique to this start of it.
+worker_name = incarnation_name
+
+Write = Callable[[], None]
 
 
-class _Revoked(Exception):
-    """The row left RUNNING while the task ran: someone revoked it."""
+class _Failed(Exception):
+    """The task's function raised ``error`` (or returned what cannot be recorded)."""
 
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim(task_ids: list[str], worker: str) -> list[Task]:
-    """Take for ``worker`` those of the tasks ``task_ids`` still QUEUED, in the order given."""
-    if not task_ids:
-        return []
-    now = timezone.now()
-    claimed = {str(task.pk): task for task in update_returning(
-        Task.objects.filter(_ready(now), pk__in=task_ids, status=S.QUEUED),
-        {"status": S.RUNNING, "started": now, "worker": worker})}
-    missing = [task_id for task_id in task_ids if task_id not in claimed]
-    if missing:
-        known = {str(pk) for pk in Task.objects.filter(pk__in=missing).values_list("pk", flat=True)}
-        for task_id in missing:
-            if task_id not in known:
-                logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
-    admitted = _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
-    events.status(admitted)
-    return admitted
-
-
-def release(task_ids: list[Any], worker: str) -> None:
-    """Put back tasks ``worker`` claimed but never started (it stopped, or died, first)."""
-    with transaction.atomic():
-        mine = Task.objects.filter(pk__in=task_ids, status=S.RUNNING, worker=worker)
-        found = list(mine.values_list("pk", "queue", "priority"))
-        mine.update(status=S.QUEUED, started=None, submitted=timezone.now())
-        doorbell.ring_on_commit(found)
-
-
-def claim_due(worker: str, queues: list[str], grace: float, limit: int = 1) -> list[Task]:
-    """Take up to ``limit`` tasks that are due but were not claimed through a doorbell:
-    QUEUED for ``grace`` seconds or more (their doorbell was lost), or RETRY whose time has come.
-    """
-    now = timezone.now()
-    # The status test comes first, as the cq_task_waiting index states it: SQLite uses a
-    # partial index only when the query repeats the index's condition.
-    due = (Q(status__in=[S.QUEUED, S.RETRY])
-           & (Q(status=S.RETRY) | Q(submitted__lte=now - timedelta(seconds=grace))) & _ready(now))
-    oldest = (Task.objects.select_for_update(skip_locked=True).filter(due, queue__in=queues)
-              .order_by("-priority", "submitted"))
-    with transaction.atomic():
-        claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]),
-                                   {"status": S.RUNNING, "started": now, "worker": worker})
-    admitted = _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
-    events.status(admitted)
-    return admitted
-
-
-def _admitted(claimed: list[Task], worker: str) -> list[Task]:
-    """Those of the tasks ``worker`` claimed that their concurrency and rate limits let start now;
-    the others are back in the queue (see cq.limits). If admitting fails, all are put back:
-    a task left RUNNING by a worker that is alive would never be run, nor found lost."""
-    try:
-        return limits.admit(claimed)
-    except Exception:
-        try:
-            release([task.pk for task in claimed], worker)
-        except Exception:
-            logger.exception("Worker %s could not put back the tasks it claimed.", worker)
-        raise
-
-
-def _ready(now: datetime) -> Q:
-    return Q(run_after__isnull=True) | Q(run_after__lte=now)
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def run(task: Task, batch: Batch | None = None) -> None:
-    """Run a claimed task and record its outcome (in ``batch``, if given). The task's own
-    errors never escape."""
+    """Run a claimed task and record its outcome (in ``batch``, if given). The task's own errors
+    never escape; an error that does is cq's, and the outcome is then not recorded."""
     current.start(task.pk)
     try:
-        _run(task, batch)
-    except _Revoked:
-        logger.info("Task %s was revoked while it ran; its outcome is not recorded.", task.pk)
+        try:
+            fn = registry.of_row(task)
+        except TaskNotRegistered as error:
+            record(task, functools.partial(transitions.fail, task, error, False))
+            return
+        if batch is not None and fn.atomic:
+            batch.run(task, fn)
+        elif fn.atomic:
+            _run_atomic(task, fn)
+        else:
+            _run_plain(task, fn)
     finally:
         current.finish()
-        # It no longer runs: a task of its key waiting for a free slot may start.
-        limits.wake_on_commit([task.concurrency_key])
 
 
-def _run(task: Task, batch: Batch | None) -> None:
+def _call(task: Task, fn: registry.TaskFunction[Any, Any]) -> Any:
+    with _soft_time_limit(fn):
+        value = fn.func(task, *task.args, **task.kwargs)
+    return transitions.result_of(task, value)
+
+
+def _failure(task: Task, fn: registry.TaskFunction[Any, Any], error: BaseException) -> Write:
+    return functools.partial(transitions.fail, task, error, fn.should_retry(error, task.retries))
+
+
+def _run_plain(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
     try:
-        fn = registry.of_row(task)
-    except TaskNotRegistered as error:
-        _fail(task, error, retry=False)
+        value = _call(task, fn)
+    except BaseException as error:  # sys.exit() or KeyboardInterrupt in a task fails the task, not the worker
+        record(task, _failure(task, fn, error))
+        _reraise_interrupt(error)
         return
+    record(task, functools.partial(transitions.succeed, task, value))
+
+
+def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
+    touched = _Touched()
+    value: Any = None
     try:
-        if fn.atomic and batch is not None:
-            before = _metadata(task)
-            with _savepoint_on_first_query() as touched:
-                with _soft_time_limit(fn):
-                    value = fn.func(task, *task.args, **task.kwargs)
-                if touched():
-                    # Deferred constraints (foreign keys) are checked now, failing this task
-                    # alone, rather than at the commit, failing the batch.
-                    connection.check_constraints()
-                if touched() or _metadata(task) != before or not batch.defer(task, value):
-                    _record_return(task, value)
-        elif fn.atomic:
-            with transaction.atomic():
-                with _soft_time_limit(fn):
-                    value = fn.func(task, *task.args, **task.kwargs)
-                _record_return(task, value)
+        with transaction.atomic():
+            with touched.watching():
+                value = _call(task, fn)
+            _succeed(task, value)
+    except _Failed as failed:
+        record(task, _failure(task, fn, failed.error))
+        _reraise_interrupt(failed.error)
+    except transitions.Stale:
+        _log_stale(task)
+    except DatabaseError as error:
+        # cq's own write, or the COMMIT, failed: the task's writes went with the transaction,
+        # or committed with its outcome if only the COMMIT's reply was lost.
+        if not _transient(error):
+            record(task, functools.partial(transitions.unstorable, task, error))
+        elif not touched.queried:
+            record(task, functools.partial(transitions.succeed, task, value))
         else:
-            with _soft_time_limit(fn):
-                value = fn.func(task, *task.args, **task.kwargs)
-            with transaction.atomic():
-                _record_return(task, value)
-    except _Revoked:
-        raise
-    except (Exception, SystemExit) as error:  # sys.exit() in a task fails the task, not the worker
-        _fail(task, error, fn.should_retry(error, task.retries))
+            record(task, functools.partial(_lost_unless_committed, task, error))
 
 
-def _record_return(task: Task, value: Any) -> None:
-    if isinstance(value, InlineTask):
-        value = value.result
-    if isinstance(value, Task):
-        _wait_on(task, value)
-        return
+def _succeed(task: Task, value: Any) -> None:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidTask(f"Task {task.func_name!r} returned a value that is not JSON-serialisable "
-                          f"({error}).") from None
-    if current.spawned():
-        _update(task, status=S.WAITING, result=value)
-        canvas.launch_subtasks(task)
-        canvas.settle(task.pk)
-        return
-    now = timezone.now()
-    _update(task, status=S.SUCCESS, result=value, error=None, finished=now, result_expiry=result_expiry(task, now))
-    if task.has_next:
-        canvas.launch_next(task)
-    if task.parent_id is not None:
-        canvas.settle(task.parent_id)
+        transitions.succeed(task, value)
+    except InvalidTask as error:  # it returned a task it may not adopt: the task's error
+        raise _Failed(error) from error
 
 
-def _wait_on(task: Task, child: Task) -> None:
-    """The task returned ``child``: adopt it as a subtask and take its result when it is done."""
-    if child.pk == task.pk:
-        raise InvalidTask(f"Task {task.pk} returned itself.")
-    child_parent = Task.objects.filter(pk=child.pk).values_list("parent_id", flat=True).get()
-    if child_parent is None:
-        top = task.top_id or task.pk
-        Task.objects.filter(pk=child.pk).update(parent=task.pk, top=top)
-        Task.objects.filter(top=child.pk).update(top=top)
-    elif child_parent != task.pk:
-        raise InvalidTask(f"Task {task.pk} returned task {child.pk}, which is a subtask of another task "
-                          f"({child_parent}); return a task you created, or its result.")
-    _update(task, status=S.WAITING, waiting_on_id=child.pk)
-    canvas.launch_subtasks(task)
-    canvas.settle(task.pk)
+def _lost_unless_committed(task: Task, error: BaseException) -> None:
+    transitions.lose(task.pk, task.worker, TaskLost(
+        f"The transaction of its outcome did not commit ({type(error).__name__}: {error}); its writes were "
+        f"rolled back."), attempt=task.attempt)
 
 
-def _metadata(task: Task) -> tuple[int, ...]:
-    """What a running task may change besides its result, by identity: log lines, fields and
-    progress are replaced, never changed in place, when they change."""
-    return id(task.log_records), id(task.fields), id(task.__dict__.get("progress"))
+class _Touched:
+    """Whether the task's function made a query; whatever it raises is the task's error (a
+    database error included), unlike an error of cq's own writes after it."""
+
+    def __init__(self) -> None:
+        self.queried = False
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        def note(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+            self.queried = True
+            return execute(sql, params, many, context)
+
+        try:
+            with connection.execute_wrapper(note):
+                yield
+        except BaseException as error:
+            raise _Failed(error) from error
+
+
+def record(task: Task, write: Write) -> None:
+    """Run ``write``, which records ``task``'s outcome, in a transaction of its own, until it
+    lands or is stale. A database that cannot be reached (or picked this transaction as a
+    deadlock's victim) is tried again with backoff, for as long as it takes: the task is RUNNING
+    under a live worker meanwhile, so nothing else records it. A write the database refuses for
+    good (a value it cannot store) becomes a plain FAILURE that says why."""
+    pause = RECORD_PAUSE
+    minimal = False
+    while True:
+        try:
+            with transaction.atomic():
+                write()
+            return
+        except transitions.Stale:
+            _log_stale(task)
+            return
+        except DatabaseError as error:
+            if not minimal and not _transient(error):
+                logger.error("The database refused the outcome of task %s (%s: %s); recording a plain FAILURE.",
+                             task.pk, type(error).__name__, error)
+                write, minimal = functools.partial(transitions.unstorable, task, error), True
+                continue
+            if connection.in_atomic_block:  # a batch's, or a test's: it is gone with the error
+                raise
+            logger.warning("Could not record the outcome of task %s (%s: %s); trying again in %.1f s.",
+                           task.pk, type(error).__name__, error, pause)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_RECORD_PAUSE)
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether the same write may pass later: the database was out of reach, or chose this
+    transaction as a deadlock's victim; not when it refused the values written."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return not connection.in_atomic_block and not connection.is_usable()
+
+
+def _log_stale(task: Task) -> None:
+    logger.info("Task %s was revoked, or lost and claimed again, while it ran; its outcome is not recorded.", task.pk)
+
+
+def _reraise_interrupt(error: BaseException) -> None:
+    """A KeyboardInterrupt that Ctrl-C may have raised (in a worker run in a terminal) stops the
+    worker once the task's failure is recorded; worker processes ignore SIGINT, so there it
+    can only come from the task's code."""
+    if (isinstance(error, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        raise error
 
 
 def batchable(task: Task) -> bool:
@@ -221,74 +219,83 @@ def batchable(task: Task) -> bool:
 class Batch:
     """Quick atomic tasks, claimed together, run in one transaction that commits once for all.
 
-    Each task runs in a savepoint taken just before its first query, so a task that fails
-    rolls back its own writes and no other's, and its deferred constraints are checked as it
-    ends. A task that made no query, logged nothing and
-    returned a plain value has its outcome written together with the others' in one UPDATE,
-    before the commit. If that UPDATE or the commit fails, nothing of the batch is kept and
-    its tasks are still RUNNING: the worker records them LOST, as if its process had died.
+    Each task runs in a savepoint taken just before its first query, with its outcome, so a
+    task that fails, or whose outcome the database refuses, rolls back its own writes and no
+    other's, and its deferred constraints are checked as it ends. A task that made no query,
+    logged nothing and returned a plain value has its outcome written together with the
+    others' in one UPDATE, before the commit. Parents are settled at the end, in primary-key
+    order. If the transaction fails, :meth:`record_again` records each outcome on its own.
     """
 
     def __init__(self) -> None:
-        self.deferred: dict[Any, tuple[Task, Any]] = {}
+        self.deferred: list[tuple[Task, Any]] = []
+        #: How to record each task's outcome again should the batch's transaction fail (``None``:
+        #: its writes were in the transaction, so it ends LOST unless that committed after all).
+        #: Noted before each write, so that a write the transaction dies in is covered too.
+        self.again: dict[Any, tuple[Task, Write | None]] = {}
 
-    def defer(self, task: Task, value: Any) -> bool:
-        """Keep ``value`` as ``task``'s result, to write at the end; ``False`` if it needs more
-        than writing (a subtask or a task returned, subtasks created, or an invalid value)."""
-        if isinstance(value, (Task, InlineTask)) or current.spawned():
-            return False
+    def run(self, task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
+        before = _metadata(task)
         try:
-            json.dumps(value)
-        except (TypeError, ValueError):
+            with _savepoint_on_first_query() as touched:
+                try:
+                    value = _call(task, fn)
+                    if touched():
+                        # Deferred constraints (foreign keys) are checked now, failing this task
+                        # alone, rather than at the commit, failing the batch.
+                        connection.check_constraints()
+                except BaseException as error:
+                    raise _Failed(error) from error
+                if not touched() and _metadata(task) == before and self._defer(task, value):
+                    return
+                self._note(task, None if touched() else functools.partial(transitions.succeed, task, value))
+                _succeed(task, value)
+        except _Failed as failed:
+            self._note(task, _failure(task, fn, failed.error))
+            record(task, self.again[task.pk][1])
+            _reraise_interrupt(failed.error)
+        except transitions.Stale:
+            self.again.pop(task.pk, None)
+            _log_stale(task)
+        except DatabaseError as error:
+            if _transient(error):
+                raise  # the batch's transaction is gone; what was noted covers this task
+            self._note(task, functools.partial(transitions.unstorable, task, error))
+            record(task, self.again[task.pk][1])
+
+    def _note(self, task: Task, write: Write | None) -> None:
+        self.again[task.pk] = (task, write)
+
+    def _defer(self, task: Task, value: Any) -> bool:
+        """Keep ``value`` as ``task``'s result, to write at the end with the others'; ``False`` if
+        recording it needs more than a write (it returned a task, or created subtasks)."""
+        if isinstance(value, Task | InlineTask) or current.spawned():
             return False
-        self.deferred[task.pk] = (task, value)
+        self.deferred.append((task, value))
+        self._note(task, functools.partial(transitions.succeed, task, value))
         return True
 
-    def write(self) -> None:
-        """Record the deferred outcomes, then what follows them (chains, parents)."""
-        if not self.deferred:
-            return
-        now = timezone.now()
-        results = {pk: value for pk, (_, value) in self.deferred.items()}
-        expiries = {pk: result_expiry(task, now) for pk, (task, _) in self.deferred.items()}
-        written = update_returning(
-            Task.objects.filter(pk__in=list(self.deferred), status=S.RUNNING),
-            {"status": S.SUCCESS, "error": None, "finished": now,
-             "result": _by_pk(results, Task._meta.get_field("result")),
-             "result_expiry": _by_pk(expiries, Task._meta.get_field("result_expiry"))},
-            ["parent", "has_next"])
-        for row in written:
-            task, value = self.deferred.pop(row.pk)
-            task.status, task.result, task.error, task.finished = S.SUCCESS, value, None, now
-            task.result_expiry, task.parent_id, task.has_next = expiries[row.pk], row.parent_id, row.has_next
-            events.status([task])
-            if task.has_next:
-                canvas.launch_next(task)
-            if task.parent_id is not None:
-                canvas.settle(task.parent_id)
-        for pk in self.deferred:
-            logger.info("Task %s was revoked while it ran; its outcome is not recorded.", pk)
+    def record_again(self, error: BaseException) -> None:
+        """The batch's transaction failed with ``error``: record each task's outcome on its own. A
+        task whose writes were rolled back with it ends LOST; the others' outcomes are written as
+        they were (each a no-op if the COMMIT had in fact gone through)."""
+        for task, write in self.again.values():
+            record(task, write or functools.partial(_lost_unless_committed, task, error))
 
 
 @contextmanager
 def batch() -> Iterator[Batch]:
     """A transaction for a :class:`Batch`; the deferred outcomes are written as it ends."""
-    with transaction.atomic():
-        running = Batch()
+    running = Batch()
+    with transaction.atomic(), transitions.settling_at_end():
         yield running
-        running.write()
+        transitions.succeed_many(running.deferred)
 
 
-def _by_pk(values: dict[Any, Any], field: Any) -> Any:
-    """``values[pk]`` for each row, as one value when they are all the same, or as a CASE."""
-    first = next(iter(values.values()))
-    if all(repr(value) == repr(first) for value in values.values()):
-        return first
-    cases = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in values.items() if value is not None]
-    expression = Case(*cases, default=None, output_field=field)
-    if connection.features.requires_casted_case_in_updates:
-        expression = Cast(expression, output_field=field)
-    return expression
+def _metadata(task: Task) -> tuple[int, ...]:
+    """What a running task may change besides its result, by identity: log lines, fields and
+    progress are replaced, never changed in place, when they change."""
+    return id(task.log_records), id(task.fields), id(task.__dict__.get("progress"))
 
 
 @contextmanager
@@ -340,67 +347,3 @@ def hard_time_limit(task: Task) -> float | None:
     fn = registry.for_row(task)
     return (fn and fn.time_limit) or settings.TIME_LIMIT
 
-
-def abandon(task_id: Any, worker: str, error: CQError, *, lost: bool) -> None:
-    """Record the end of a task whose worker process is gone: LOST (retried with ``retry_on_lost``),
-    or FAILURE for one killed at its hard time limit (retried by its retry rules). Only a row still
-    RUNNING on ``worker`` is touched."""
-    task = Task.objects.filter(pk=task_id, status=S.RUNNING, worker=worker).first()
-    if task is None:
-        return
-    fn = registry.for_row(task)
-    if lost:
-        retry = fn is not None and fn.should_retry_lost(task.retries)
-    else:
-        retry = fn is not None and fn.should_retry(error, task.retries)
-    try:
-        _fail(task, error, retry, status=S.LOST if lost else S.FAILURE)
-    except _Revoked:
-        pass
-    limits.wake_on_commit([task.concurrency_key])
-
-
-def _fail(task: Task, error: Exception, retry: bool, status: TaskStatus = S.FAILURE) -> None:
-    with transaction.atomic():
-        _record_failure(task, error, retry, status)
-
-
-def _record_failure(task: Task, error: Exception, retry: bool, status: TaskStatus = S.FAILURE) -> None:
-    now = timezone.now()
-    fields: dict[str, Any] = {
-        "error": str(error),
-        "exception": f"{type(error).__module__}.{type(error).__qualname__}",
-        "traceback": "".join(traceback.format_exception(error)),
-    }
-    if retry:
-        backoff = min(settings.RETRY_BACKOFF * 2**task.retries, settings.RETRY_BACKOFF_MAX)
-        _update(task, status=S.RETRY, retries=task.retries + 1, last_retry=now,
-                run_after=now + timedelta(seconds=backoff), **fields)
-        logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
-        return
-    _update(task, status=status, finished=now, result_expiry=result_expiry(task, now), **fields)
-    transaction.on_commit(lambda: canvas.run_errbacks(task, error))
-    if task.has_next:
-        canvas.launch_next(task, failed=True)
-    if task.parent_id is not None:
-        canvas.settle(task.parent_id, cause=error)
-
-
-def _update(task: Task, **fields: Any) -> None:
-    """Write the outcome, with the task's logs and errbacks, if the row is still RUNNING.
-
-    It reads back ``parent`` and ``has_next`` as they are now: another task may have
-    adopted this one (returned it) or chained a task after it while it ran.
-    """
-    fields.update(log_records=task.log_records, errbacks=task.errbacks, fields=task.fields,
-                  progress=task.__dict__.get("progress"))
-    written = update_row(Task, task.pk, {"status": S.RUNNING}, fields, ["parent", "has_next"])
-    if written is None:
-        raise _Revoked
-    for name, value in fields.items():
-        setattr(task, name, value)
-    parent_id, has_next = written
-    task.parent_id = parent_id if parent_id is None or isinstance(parent_id, uuid.UUID) else uuid.UUID(parent_id)
-    task.has_next = bool(has_next)
-    flush_logs(task)
-    events.status([task])

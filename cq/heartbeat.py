@@ -1,21 +1,29 @@
-"""Worker rows: each worker records itself and beats every ``CQ_HEARTBEAT_INTERVAL`` seconds.
+"""Worker rows and their heartbeats, by the database's clock.
 
-The beat comes from a thread of the worker process, so it stops when the
-process dies or hangs; the sweeper then turns that worker's RUNNING tasks
-into LOST ones.
+Each start of a worker process is an *incarnation* with a name of its own
+(``host:pid:token``): a restarted container that reuses a pid is still a new
+worker, so the heartbeat of a new process never revives a dead one's row.
+
+Under ``cq_runworker`` the beats come from the supervisor, a process that never
+runs task code: a task holding the GIL in a long C call cannot starve them. The
+supervisor beats for each worker process that is alive; when one dies its row
+stops beating, and the sweeper turns its RUNNING tasks into LOST ones. Times are
+the database's (``Now()``), so no host's clock decides whether a worker is alive.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import close_old_connections, connections
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from .conf import settings
 from .models import Worker
@@ -23,29 +31,58 @@ from .models import Worker
 logger = logging.getLogger(__name__)
 
 
-class Heartbeat:
-    """Keeps a worker's row up to date from a daemon thread until :meth:`stop`."""
+def incarnation_name(pid: int | None = None, token: str | None = None) -> str:
+    """A name for one start of a worker process: ``host:pid:token``, the token random."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:{token or secrets.token_hex(4)}"
 
-    def __init__(self, name: str, queues: Iterable[str], status: Callable[[], tuple[Any, int]]) -> None:
-        self.name = name
-        self.queues = list(queues)
-        self.status = status  # () -> (current task id or None, tasks processed)
+
+@dataclass
+class Incarnation:
+    """What a heartbeat reports of one worker process."""
+
+    name: str
+    pid: int
+    queues: list[str] = field(default_factory=list)
+    current: Any = None  # the id of the task it runs now
+    processed: int = 0
+
+
+def register(worker: Incarnation) -> None:
+    """Record a worker process that starts now (before it claims anything)."""
+    Worker.objects.create(name=worker.name, host=socket.gethostname(), pid=worker.pid, queues=worker.queues,
+                          started=Now(), last_heartbeat=Now())
+
+
+def beat(worker: Incarnation) -> None:
+    """Record that ``worker`` is alive now; its row is made if registering it failed."""
+    if not Worker.objects.filter(name=worker.name, stopped__isnull=True).update(
+            last_heartbeat=Now(), current_task_id=worker.current, processed=worker.processed):
+        if not Worker.objects.filter(name=worker.name).exists():
+            register(worker)
+
+
+def stopped(name: str, processed: int | None = None) -> None:
+    """Record that the worker process ``name`` has stopped."""
+    extra = {} if processed is None else {"processed": processed}
+    Worker.objects.filter(name=name, stopped__isnull=True).update(stopped=Now(), current_task=None, **extra)
+
+
+class Heartbeat:
+    """Beats every ``CQ_HEARTBEAT_INTERVAL`` seconds, from a daemon thread, for the worker
+    processes ``alive()`` lists, until :meth:`stop`."""
+
+    def __init__(self, alive: Callable[[], Iterable[Incarnation]], name: str = "cq-heartbeat") -> None:
+        self.alive = alive
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"cq-heartbeat-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        now = timezone.now()
-        Worker.objects.update_or_create(name=self.name, defaults={
-            "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues, "started": now,
-            "last_heartbeat": now, "stopped": None, "current_task": None, "processed": 0, "terminate_task": None})
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout=settings.HEARTBEAT_INTERVAL + 5)
-        current, processed = self.status()
-        Worker.objects.filter(name=self.name).update(stopped=timezone.now(), current_task=None, processed=processed)
 
     def _run(self) -> None:
         try:
@@ -55,10 +92,9 @@ class Heartbeat:
             connections.close_all()
 
     def beat(self) -> None:
-        current, processed = self.status()
-        try:
-            Worker.objects.filter(name=self.name).update(
-                last_heartbeat=timezone.now(), current_task_id=current, processed=processed)
-        except Exception:
-            logger.exception("Worker %s could not record its heartbeat.", self.name)
-            close_old_connections()
+        for worker in list(self.alive()):
+            try:
+                beat(worker)
+            except Exception:
+                logger.exception("Could not record the heartbeat of worker %s.", worker.name)
+                close_old_connections()

@@ -42,7 +42,7 @@ from django.db.models import Func, IntegerField, Q, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from . import doorbell, registry
+from . import clock, doorbell, registry, transitions
 from .models import RateLimit, TaskStatus, get_task_model
 
 Task = get_task_model()
@@ -75,15 +75,14 @@ def admit(tasks: list[Task]) -> list[Task]:
 
 def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any]) -> bool:
     with transaction.atomic():
-        now = timezone.now()
+        now = clock.now()
         if fn.max_concurrency is not None and task.concurrency_key is not None:
             if _put_back_if_full(task, fn.max_concurrency, undecided, now):
                 return False
         if fn.rate_interval is not None:
             booked = _take_start(fn.name, fn.rate_interval, now)
             if booked is not None:
-                Task.objects.filter(pk=task.pk, status=S.RUNNING).update(
-                    status=S.QUEUED, started=None, submitted=now, run_after=booked)
+                transitions.put_back(Task.objects.filter(pk=task.pk, status=S.RUNNING), run_after=booked)
                 return False
             # Its start is the one the rate limit counted.
             Task.objects.filter(pk=task.pk).update(started=now)
@@ -98,7 +97,7 @@ def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime
                .exclude(pk__in=undecided).order_by()
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
     full = Task.objects.filter(pk=task.pk, status=S.RUNNING).filter(GreaterThanOrEqual(Subquery(running), limit))
-    return bool(full.update(status=S.QUEUED, started=None, submitted=now))
+    return bool(transitions.put_back(full))
 
 
 def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | None:

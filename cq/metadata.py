@@ -117,7 +117,8 @@ def write(task: Any, values: dict[str, Any]) -> None:
     """Store ``values`` on ``task``'s row now; while it runs, only if it still runs."""
     model = type(task)
     alias = router.db_for_write(model)
-    guard = {"status": TaskStatus.RUNNING} if task.status == TaskStatus.RUNNING else {}
+    # While it runs, only this run may write: fenced on its attempt (see cq.transitions).
+    guard = {"status": TaskStatus.RUNNING, "attempt": task.attempt} if task.status == TaskStatus.RUNNING else {}
     if getattr(_aside, "enabled", False) and connections[alias].vendor == "postgresql" and guard:
         try:
             update_row(model, task.pk, guard, values, ["status"], using=_aside_connection(alias))

@@ -165,6 +165,8 @@ class AbstractTask(models.Model):
     retries = models.PositiveIntegerField(default=0)
     last_retry = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, help_text="The worker that ran it last.")
+    attempt = models.PositiveIntegerField(default=0, editable=False,
+                                          help_text="How many times it was claimed; a run's writes are fenced on it.")
     result_ttl = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds to keep it once finished.")
     result_expiry = models.DateTimeField(null=True, blank=True)
 
@@ -412,9 +414,11 @@ def schedule_task(cls: type[models.Model], crontab: str, func: Callable[..., Any
 
 
 class Worker(models.Model):
-    """A worker process, as its supervisor last reported it (every ``CQ_HEARTBEAT_INTERVAL`` s)."""
+    """A worker process, as its supervisor last reported it (every ``CQ_HEARTBEAT_INTERVAL`` s), by
+    the database's clock. Each start of a process is a new row: a restarted container that reuses
+    a pid is still a new worker."""
 
-    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid:incarnation, unique to each start")
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     queues = models.JSONField(default=list)

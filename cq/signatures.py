@@ -17,9 +17,8 @@ from typing import Any
 
 from django.db import transaction
 
-from . import registry
+from . import dispatch, errbacks, registry
 from .conf import settings
-from .dispatch import check_json
 from .exceptions import InvalidTask
 from .models import get_task_model
 
@@ -38,7 +37,7 @@ class Signature:
     errbacks: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        check_json(self.name, args=list(self.args), kwargs=dict(self.kwargs))
+        dispatch.check_json(self.name, args=list(self.args), kwargs=dict(self.kwargs))
         if not registry.QUEUE_NAME.fullmatch(self.queue):
             raise InvalidTask(f"Queue {self.queue!r} must be 1-50 of a-z, 0-9, _ and -.")
         # A copy through JSON: the signature holds what a row will hold, and nothing the
@@ -60,9 +59,7 @@ class Signature:
         For a chord's callback, ``task`` is the chord, and ``func`` is also called when the
         callback never runs because the header failed.
         """
-        from .canvas import errback_entry
-
-        return replace(self, errbacks=(*self.errbacks, errback_entry(func, args, kwargs)))
+        return replace(self, errbacks=(*self.errbacks, errbacks.errback_entry(func, args, kwargs)))
 
     def delay(self) -> Any:
         """Queue a run of it alone; returns its ``Task``, as ``fn.delay()`` does."""

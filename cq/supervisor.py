@@ -1,17 +1,25 @@
 """The supervisor behind ``cq_runworker``: N worker processes, watched and restarted.
 
 Each child is a spawned process running a :class:`~cq.worker.Worker`; it
-tells the supervisor over a pipe which task it starts and finishes. The
-supervisor:
+tells the supervisor over a pipe which task it starts and finishes, and takes
+its orders (stop) over another. The supervisor:
+
+- records each child's start and its heartbeats (``cq.heartbeat``): it never
+  runs task code, so a task that holds the GIL cannot starve them;
 
 - restarts a child that exits (after ``--max-tasks-per-child`` tasks, or a
   crash), and records the task a dead child was running as LOST at once
   (retried with ``@task(retry_on_lost=True)``);
 - kills a child whose task runs past its hard ``time_limit`` (the task ends
   FAILURE), or whose task was revoked with ``terminate=True``;
-- on SIGTERM or SIGINT, lets running tasks finish for ``CQ_SHUTDOWN_GRACE``
-  seconds and then kills what is left; a second signal kills at once. Killed
-  tasks become LOST, never stay RUNNING.
+- on SIGTERM or SIGINT, tells its children to stop, lets running tasks finish
+  for ``CQ_SHUTDOWN_GRACE`` seconds and then kills what is left; a second
+  signal kills at once. Killed tasks become LOST, never stay RUNNING. Children
+  ignore SIGTERM and SIGINT: systemd's default ``KillMode=control-group`` and
+  Ctrl-C signal every process of the group, and only the supervisor decides
+  what that means.
+- when a child exits, settles every row RUNNING under its name: a task it
+  started ends LOST; one it had claimed and not started is put back.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,15 +36,14 @@ from types import FrameType
 from typing import Any
 
 from django.db import close_old_connections
-from django.utils import timezone
 
-from . import execution
+from . import heartbeat, transitions
 from .child import main as child_main
 from .conf import settings
 from .exceptions import CQError, TaskLost, TimeLimitExceeded
+from .heartbeat import Heartbeat, Incarnation
 from .models import Worker as WorkerRow
 from .models import get_task_model
-from .worker import Hooks
 
 Task = get_task_model()
 
@@ -53,19 +59,27 @@ QUICK_DEATH = 5.0
 @dataclass(eq=False)
 class _Child:
     process: Any
-    conn: Connection
+    conn: Connection  # what it tells the supervisor
+    orders: Connection  # what the supervisor tells it
     started: float
+    name: str  # this start's own name: host:pid:token
+    queues: list[str]
     task_id: str | None = None  # the task it runs now
-    claimed: set[str] = field(default_factory=set)  # claimed and not finished
+    processed: int = 0
     running: set[str] = field(default_factory=set)  # started and not finished: task_id, and those of
     # its batch that ran before it, whose outcome is not yet committed
     deadline: float | None = None
     kill_error: CQError | None = None  # why we killed it, when its task should end FAILURE
     terminated: bool = False  # killed because its task was revoked with terminate=True
 
-    @property
-    def name(self) -> str:
-        return f"{socket.gethostname()}:{self.process.pid}"
+    def incarnation(self) -> Incarnation:
+        return Incarnation(self.name, self.process.pid, self.queues, self.task_id, self.processed)
+
+    def stop(self) -> None:
+        try:
+            self.orders.send("stop")
+        except OSError:
+            pass  # it is gone already
 
     def kill(self) -> None:
         try:
@@ -86,21 +100,25 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.grace = settings.SHUTDOWN_GRACE if grace is None else grace
         self.children: list[_Child] = []
+        self._exited: list[_Child] = []  # children gone whose rows are not settled yet
         self._stopping_since: float | None = None
         self._kill_now = False
         self._respawn_delay = 0.0
         self._respawn_at = 0.0
+        self.heartbeat = Heartbeat(lambda: [c.incarnation() for c in list(self.children) if c.process.is_alive()])
 
     def run(self) -> None:
         self._install_signal_handlers()
         logger.info("Supervisor %d starting %d worker process(es) for queue(s) %s.", os.getpid(),
                     self.concurrency, ", ".join(self.queues))
+        self.heartbeat.start()
         try:
             while True:
                 if self._stopping_since is None:
                     self._top_up()
                 elif not self.children:
-                    break
+                    if not self._exited or self._kill_now or time.monotonic() - self._stopping_since > self.grace:
+                        break
                 elif self._kill_now or time.monotonic() - self._stopping_since > self.grace:
                     for child in self.children:
                         child.kill()
@@ -113,24 +131,31 @@ class Supervisor:
                 child.kill()
             self._read(0)
             self._reap()
+            self.heartbeat.stop()
         logger.info("Supervisor %d stopped.", os.getpid())
 
     def stop(self, at_once: bool = False) -> None:
         if self._stopping_since is None:
             self._stopping_since = time.monotonic()
             for child in self.children:
-                if child.process.is_alive():
-                    os.kill(child.process.pid, signal.SIGTERM)
+                child.stop()
         self._kill_now = self._kill_now or at_once
 
     def _top_up(self) -> None:
         while len(self.children) < self.concurrency and time.monotonic() >= self._respawn_at:
             receiving, sending = _spawn.Pipe(duplex=False)
+            orders, ordering = _spawn.Pipe(duplex=False)
+            token = heartbeat.incarnation_name().rsplit(":", 1)[1]
             process = _spawn.Process(target=child_main, name="cq-worker", args=(
-                sending, self.queues, self.poll_interval, self.max_tasks_per_child))
+                sending, orders, token, self.queues, self.poll_interval, self.max_tasks_per_child))
             process.start()
             sending.close()
-            self.children.append(_Child(process, receiving, time.monotonic()))
+            orders.close()
+            name = heartbeat.incarnation_name(process.pid, token)
+            child = _Child(process, receiving, ordering, time.monotonic(), name, self.queues)
+            self.children.append(child)
+            # Recorded before it can claim anything; if this fails, its first heartbeat records it.
+            self._guarded(heartbeat.register, child.incarnation())
 
     def _read(self, timeout: float) -> None:
         waitables = [c.conn for c in self.children] + [c.process.sentinel for c in self.children]
@@ -142,16 +167,13 @@ class Supervisor:
             try:
                 while child.conn.poll():
                     event, task_ids, limit = child.conn.recv()
-                    if event == "claimed":
-                        child.claimed.update(task_ids)
-                    elif event == "start":
+                    if event == "start":
                         child.task_id = task_ids[0]
-                        child.claimed.add(child.task_id)
                         child.running.add(child.task_id)
                         child.deadline = time.monotonic() + limit if limit else None
-                    else:
-                        child.claimed.discard(task_ids[0])
+                    elif event == "done":
                         child.running.discard(task_ids[0])
+                        child.processed += 1
                         if task_ids[0] == child.task_id:
                             child.task_id = child.deadline = None
             except (EOFError, OSError):
@@ -189,7 +211,7 @@ class Supervisor:
             self._read(0)
             child.process.join()
             self.children.remove(child)
-            self._guarded(self._record_exit, child)
+            self._exited.append(child)
             if time.monotonic() - child.started < QUICK_DEATH and child.process.exitcode != 0:
                 self._respawn_delay = min(max(self._respawn_delay * 2, 1.0), 30.0)
                 logger.error("Worker process %s exited with code %s right after starting; restarting in %.0f s.",
@@ -197,31 +219,36 @@ class Supervisor:
             else:
                 self._respawn_delay = 0.0
             self._respawn_at = time.monotonic() + self._respawn_delay
+        for child in list(self._exited):
+            if self._guarded(self._record_exit, child):
+                self._exited.remove(child)
         close_old_connections()
 
     def _record_exit(self, child: _Child) -> None:
-        unstarted = child.claimed - child.running
-        if unstarted:
-            execution.release(list(unstarted), child.name)
+        """Settle what the child left RUNNING: a task it started ends LOST (FAILURE when killed at
+        its hard time limit); everything else under its name, claimed and never started (its
+        supervisor may not even have heard of the claim), is put back."""
+        transitions.release(child.name, keep=child.running)
         if child.task_id and not child.terminated:
             error = child.kill_error or TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) while running it.")
-            execution.abandon(child.task_id, child.name, error, lost=child.kill_error is None)
+            transitions.lose(child.task_id, child.name, error, lost=child.kill_error is None)
         for task_id in child.running - {child.task_id}:
-            execution.abandon(task_id, child.name, TaskLost(
+            transitions.lose(task_id, child.name, TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) before the outcome "
-                f"was committed."), lost=True)
-        WorkerRow.objects.filter(name=child.name, stopped__isnull=True).update(
-            stopped=timezone.now(), current_task=None)
+                f"was committed."))
+        heartbeat.stopped(child.name, child.processed)
 
-    def _guarded(self, action: Callable[..., None], *args: Any) -> None:
-        """Run a database step; if the database fails, log it and carry on supervising
-        (a task left RUNNING by a failed step is found by the sweeper later)."""
+    def _guarded(self, action: Callable[..., None], *args: Any) -> bool:
+        """Run a database step; if the database fails, log it and carry on supervising. Returns
+        whether it ran (the exit of a child is settled again at the next tick until it has)."""
         try:
             action(*args)
         except Exception:
             logger.exception("Supervisor %d: %s failed; carrying on.", os.getpid(), action.__name__)
             close_old_connections()
+            return False
+        return True
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -232,23 +259,3 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
-
-
-class PipeHooks(Hooks):
-    """A worker process's hooks: report to the supervisor over the pipe."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.parent = multiprocessing.parent_process()
-
-    def tasks_claimed(self, tasks: list[Task]) -> None:
-        self.conn.send(("claimed", [str(task.pk) for task in tasks], None))
-
-    def task_started(self, task: Task) -> None:
-        self.conn.send(("start", [str(task.pk)], execution.hard_time_limit(task)))
-
-    def task_finished(self, task: Task) -> None:
-        self.conn.send(("done", [str(task.pk)], None))
-
-    def keep_going(self) -> bool:
-        return self.parent is None or self.parent.is_alive()

@@ -4,7 +4,9 @@ leader every ``CQ_SWEEP_INTERVAL`` seconds (and on demand from
 
 - A RUNNING task whose worker stopped beating for ``CQ_WORKER_TIMEOUT``
   seconds becomes LOST (or is retried, with ``@task(retry_on_lost=True)``),
-  and its waiting parent ends INCOMPLETE.
+  and its waiting parent ends INCOMPLETE. Both the heartbeats and the cutoff
+  are the database's time, so a sweeper whose clock is ahead finds nothing
+  it should not; and the LOST write is fenced on the run's attempt.
 - Finished top-level tasks past their ``result_expiry`` are deleted, their
   subtasks with them.
 - Rows of workers stopped or silent for a day are deleted.
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
-from . import execution
+from . import transitions
 from .conf import settings
 from .exceptions import TaskLost
 from .models import DONE, TaskStatus, Worker, get_task_model
@@ -42,28 +44,29 @@ class Swept:
 
 
 def sweep(now: datetime | None = None) -> Swept:
-    now = now or timezone.now()
-    return Swept(lost=find_lost(now), expired=delete_expired(now), workers=prune_workers(now))
+    return Swept(lost=find_lost(), expired=delete_expired(now), workers=prune_workers(now))
 
 
-def find_lost(now: datetime | None = None) -> int:
+def find_lost() -> int:
     """Mark LOST the RUNNING tasks of workers that stopped beating; returns how many."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.WORKER_TIMEOUT)
+    cutoff = Now() - timedelta(seconds=settings.WORKER_TIMEOUT)
     alive = Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values("name")
     # A task started less than a timeout ago may belong to a worker that has not beaten yet.
     stale = Task.objects.filter(status=TaskStatus.RUNNING, started__lt=cutoff).exclude(worker__in=alive)
-    found = list(stale.values_list("pk", "worker")[:BATCH])
-    for pk, worker in found:
-        logger.warning("Task %s is lost: its worker %s stopped beating.", pk, worker or "(unknown)")
-        execution.abandon(pk, worker, TaskLost(f"Worker {worker or '(unknown)'} stopped while running it "
-                                               f"(no heartbeat for {settings.WORKER_TIMEOUT:.0f} s)."), lost=True)
-    return len(found)
+    found = list(stale.values_list("pk", "worker", "attempt")[:BATCH])
+    lost = 0
+    for pk, worker, attempt in found:
+        error = TaskLost(f"Worker {worker or '(unknown)'} stopped while running it "
+                         f"(no heartbeat for {settings.WORKER_TIMEOUT:.0f} s).")
+        if transitions.lose(pk, worker, error, attempt=attempt):
+            logger.warning("Task %s is lost: its worker %s stopped beating.", pk, worker or "(unknown)")
+            lost += 1
+    return lost
 
 
-def delete_expired(now: datetime | None = None) -> int:
+def delete_expired(now: datetime | Now | None = None) -> int:
     """Delete finished top-level tasks whose results expired; returns how many rows went."""
-    now = now or timezone.now()
+    now = now or Now()
     expired = Task.objects.filter(top__isnull=True, status__in=DONE, result_expiry__lt=now)
     ids = list(expired.values_list("pk", flat=True)[:BATCH])
     if not ids:
@@ -72,8 +75,8 @@ def delete_expired(now: datetime | None = None) -> int:
     return deleted
 
 
-def prune_workers(now: datetime | None = None) -> int:
-    now = now or timezone.now()
+def prune_workers(now: datetime | Now | None = None) -> int:
+    now = now or Now()
     day_ago = now - timedelta(days=1)
     deleted, _ = Worker.objects.filter(Q(stopped__lt=day_ago) | Q(last_heartbeat__lt=day_ago)).delete()
     return deleted

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from . import doorbell
+from . import transitions
 from .models import TaskStatus, get_task_model
 from .registry import task
 
@@ -31,9 +31,7 @@ def retry_tasks(cqt: Any, retry_delay: float | None = None) -> int:
         due = [t for t in waiting.only("pk", "retries", "last_retry")
                if t.last_retry is None or now - t.last_retry >= timedelta(minutes=t.retries**2 * retry_delay)]
     ids = [t.pk for t in due]
-    queued = Task.objects.filter(pk__in=ids, status=TaskStatus.RETRY).update(
-        status=TaskStatus.QUEUED, run_after=None, submitted=now)
-    doorbell.ring_on_commit(Task.objects.filter(pk__in=ids).values_list("pk", "queue", "priority"))
+    queued = transitions.queue_retries(ids)
     for pk in ids:
         cqt.log(f"Retrying: {pk}", publish=False)
     return queued

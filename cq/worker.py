@@ -6,25 +6,32 @@ when it dies). Between doorbells it looks in the database for work the
 doorbells missed: QUEUED tasks nobody claimed within ``CQ_QUEUED_GRACE``
 seconds, and retries that have come due. If Redis goes away, the worker keeps
 running tasks found in the database and reconnects with backoff.
+
+A worker owns no RUNNING row between two tasks. When a claim fails it may have
+committed all the same (its reply lost), so before it claims again the worker
+reconciles: whatever is RUNNING under its name and was never started goes back
+to the queue.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from django.db import close_old_connections, connection, connections
 
-from . import doorbell, execution, metadata
+from . import doorbell, execution, heartbeat, metadata, transitions
 from .conf import settings
-from .exceptions import TaskLost
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeat, Incarnation
+from .hooks import Hooks
 from .models import get_task_model
 
 Task = get_task_model()
@@ -39,21 +46,8 @@ QUICK = 0.01
 BATCH_SECONDS = 0.1
 
 
-class Hooks:
-    """What a worker tells whoever watches it (the supervisor); does nothing by default."""
-
-    def tasks_claimed(self, tasks: list[Task]) -> None:
-        """``tasks`` were claimed; they will run one after another."""
-
-    def task_started(self, task: Task) -> None:
-        """``task`` is about to run."""
-
-    def task_finished(self, task: Task) -> None:
-        """``task``'s outcome is recorded."""
-
-    def keep_going(self) -> bool:
-        """Checked between tasks: ``False`` stops the worker (its supervisor is gone, say)."""
-        return True
+class _SupervisorGone(Exception):
+    """The worker could not tell its supervisor that it starts a task: it must not start it."""
 
 
 class Worker:
@@ -76,13 +70,16 @@ class Worker:
         self._listen_again_at = 0.0
         self._backlog = False  # the last look in the database found work: more may be waiting
         self._batch = 1  # doorbells to take at once: more only while tasks are quick
+        self._unsettled = False  # a step failed: rows RUNNING under this name may be left over
+        self._unrecorded: dict[object, Task] = {}  # started, and their outcome could not be recorded
 
     def run(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        """Run until stopped, recording a heartbeat; ``signals`` stop it once the running task is done."""
+        """Run until stopped; ``signals`` stop it once the running task is done. Its heartbeat is
+        its supervisor's to record (or see :meth:`beating`)."""
         self._install_signal_handlers(signals)
         logger.info("Worker %s waiting for tasks of queue(s) %s.", self.name, ", ".join(self.queues))
         try:
-            with self.beating(), metadata.writing_aside():
+            with metadata.writing_aside():
                 while not self._stopping.is_set() and self.hooks.keep_going():
                     self.run_once(self.poll_interval)
                     if self.max_tasks is not None and self.processed >= self.max_tasks:
@@ -97,14 +94,20 @@ class Worker:
 
     @contextmanager
     def beating(self) -> Iterator[None]:
-        """Record this worker in the Worker table and beat while the block runs, so that the
-        sweeper knows its running tasks are not lost."""
-        heartbeat = Heartbeat(self.name, self.queues, lambda: (self.current and self.current.pk, self.processed))
-        heartbeat.start()
+        """Record this worker in the Worker table and beat from a thread of this process while the
+        block runs (``--burst``; under ``cq_runworker`` the supervisor beats instead)."""
+
+        def me() -> list[Incarnation]:
+            return [Incarnation(self.name, os.getpid(), self.queues, self.current and self.current.pk, self.processed)]
+
+        heartbeat.register(me()[0])
+        beats = Heartbeat(me)
+        beats.start()
         try:
             yield
         finally:
-            heartbeat.stop()
+            beats.stop()
+            heartbeat.stopped(self.name, self.processed)
 
     def drain(self) -> int:
         """Run tasks until no doorbell is waiting and none is due; returns how many ran."""
@@ -124,19 +127,37 @@ class Worker:
     def step(self, wait: float) -> tuple[int, int]:
         heard = ran = 0
         try:
+            if self._unsettled:
+                self._reconcile()
             task_ids = self._listen(0 if self._backlog else wait)
             heard = len(task_ids)
-            ran += self._run_claimed(execution.claim(task_ids, self.name))
+            if task_ids:
+                self._unsettled = True  # until the claim's reply is in
+                claimed = transitions.claim(task_ids, self.name, self.queues)
+                self._unsettled = False
+                ran += self._run_claimed(claimed)
             if not self._stopping.is_set() and (not ran or time.monotonic() >= self._next_poll):
                 self._next_poll = time.monotonic() + self.poll_interval
-                due = execution.claim_due(self.name, self.queues, self.queued_grace)
+                self._unsettled = True
+                due = transitions.claim_due(self.name, self.queues, self.queued_grace)
+                self._unsettled = False
                 self._backlog = bool(due)
                 ran += self._run_claimed(due)
         except Exception:
             logger.exception("Worker %s could not take work; trying again shortly.", self.name)
+            self._unsettled = True
             _tidy_connections()
             self._stopping.wait(min(wait, 1.0))
         return heard, ran
+
+    def _reconcile(self) -> None:
+        """Settle rows left RUNNING under this worker by a step that failed: those it never started
+        (a claim whose reply was lost) go back to the queue; those it ran and could not record end
+        LOST."""
+        transitions.reconcile(self.name, list(self._unrecorded), "Its worker could not record its outcome.")
+        self._finished(self._unrecorded.values())
+        self._unrecorded.clear()
+        self._unsettled = False
 
     def _listen(self, wait: float) -> list[str]:
         if time.monotonic() < self._listen_again_at:
@@ -157,36 +178,61 @@ class Worker:
         return ids
 
     def _run_claimed(self, tasks: list[Task]) -> int:
-        """Run claimed tasks in order, quick atomic ones in batches; put back those not
-        started when the worker stops."""
-        if len(tasks) > 1:
-            self.hooks.tasks_claimed(tasks)
+        """Run claimed tasks in order, quick atomic ones in batches; put back those not started
+        when the worker stops, or when it cannot tell its supervisor that it starts one."""
         done = 0
-        while done < len(tasks):
-            if done and self._stopping.is_set():
-                execution.release([t.pk for t in tasks[done:]], self.name)
-                break
-            batchable = list(itertools.takewhile(execution.batchable, tasks[done:]))
-            if len(batchable) > 1:
-                done += self._run_batch(batchable)
-            else:
-                self._run(tasks[done])
-                done += 1
+        try:
+            if len(tasks) > 1:
+                self._tell(self.hooks.tasks_claimed, tasks)
+            while done < len(tasks):
+                if self._stopping.is_set() or not self.hooks.keep_going():
+                    self.stop()
+                    break
+                batchable = list(itertools.takewhile(execution.batchable, tasks[done:]))
+                if len(batchable) > 1:
+                    done += self._run_batch(batchable)
+                else:
+                    self._run(tasks[done])
+                    done += 1
+        except _SupervisorGone:
+            logger.warning("Worker %s lost its supervisor; it puts back %d task(s) it had not started and stops.",
+                           self.name, len(tasks) - done)
+            self.stop()
+        unstarted = [task.pk for task in tasks[done:] if task.pk not in self._unrecorded]
+        if unstarted:
+            transitions.release(self.name, unstarted)
         return done
+
+    def _tell(self, hook: Callable[[Any], None], what: Any) -> None:
+        try:
+            hook(what)
+        except OSError as error:  # a broken pipe: nobody would record the task LOST should this process die
+            raise _SupervisorGone from error
+
+    def _finished(self, tasks: Iterable[Task]) -> None:
+        """Tell the supervisor these tasks' outcomes are recorded (a supervisor gone needs no telling)."""
+        try:
+            for task in tasks:
+                self.hooks.task_finished(task)
+        except OSError:
+            self.stop()
 
     def _run(self, task: Task) -> None:
         _tidy_connections()
+        self._tell(self.hooks.task_started, task)
         self.current = task
-        self.hooks.task_started(task)
         began = time.monotonic()
         try:
             execution.run(task)
         except Exception:
             logger.exception("Worker %s could not record the outcome of task %s.", self.name, task.pk)
+            self._unrecorded[task.pk] = task
+            self._unsettled = True
+        else:
+            self._finished([task])
         finally:
             self.current = None
             self.processed += 1
-            self.hooks.task_finished(task)
             _tidy_connections()
         # Take several doorbells at once only while tasks are quick: a slow task must not
         # hold back others that another worker could run.
@@ -199,36 +245,44 @@ class Worker:
         _tidy_connections()
         ran: list[Task] = []
         began = time.monotonic()
+        running = execution.Batch()
         try:
-            with execution.batch() as batch:
+            with execution.batch() as running:
                 for task in tasks:
-                    if ran and (self._stopping.is_set() or time.monotonic() - began > BATCH_SECONDS):
+                    if ran and (self._stopping.is_set() or time.monotonic() - began > BATCH_SECONDS
+                                or not self.hooks.keep_going()):
                         break
+                    self._tell(self.hooks.task_started, task)
                     self.current = task
-                    self.hooks.task_started(task)
                     ran.append(task)
-                    execution.run(task, batch)
+                    execution.run(task, running)
+        except _SupervisorGone:
+            if ran:
+                self._record_again(running, ran, OSError("the supervisor is gone"))
+            raise
         except Exception as error:
-            logger.exception("Worker %s could not commit the outcome of %d task(s); recording them LOST.",
+            logger.exception("Worker %s could not commit the outcome of %d task(s); recording each on its own.",
                              self.name, len(ran))
-            self._abandon(ran, error)
+            self._record_again(running, ran, error)
+        else:
+            self._finished(ran)
         finally:
             self.current = None
             self.processed += len(ran)
-            for task in ran:
-                self.hooks.task_finished(task)
             _tidy_connections()
         self._batch = BATCH if time.monotonic() - began < QUICK * len(ran) else 1
         return len(ran)
 
-    def _abandon(self, tasks: list[Task], error: Exception) -> None:
-        lost = TaskLost(f"The transaction that recorded its outcome failed: {type(error).__name__}: {error}")
+    def _record_again(self, running: execution.Batch, ran: list[Task], error: BaseException) -> None:
+        _tidy_connections()
         try:
-            for task in tasks:
-                execution.abandon(task.pk, self.name, lost, lost=True)
+            running.record_again(error)
         except Exception:
-            logger.exception("Worker %s could not record tasks LOST; the sweeper will.", self.name)
-            _tidy_connections()
+            logger.exception("Worker %s could not record the outcome of %d task(s).", self.name, len(ran))
+            self._unrecorded.update((task.pk, task) for task in ran)
+            self._unsettled = True
+            return
+        self._finished(ran)
 
     def _install_signal_handlers(self, signals: Iterable[int]) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -2,7 +2,7 @@
 
 A workflow is a task row written WAITING, together with its first subtasks, in
 the caller's transaction; no worker ever runs it. Whenever one of its subtasks
-finishes, ``canvas.settle`` locks the workflow's row, as it does for any
+finishes, ``transitions.settle`` locks the workflow's row, as it does for any
 waiting parent, and asks :func:`settle` here what to do:
 
 - a *group* (``cq.group``) waits for all its members, then ends SUCCESS with
@@ -47,7 +47,7 @@ Task = get_task_model()
 S = TaskStatus
 
 GROUP, STAGE, CHORD, STAGES = "cq.group", "cq.stage", "cq.chord", "cq.stages"
-#: The task functions whose rows ``canvas.settle`` hands to :func:`settle`.
+#: The task functions whose rows ``transitions.settle`` hands to :func:`settle`.
 NAMES = frozenset({GROUP, STAGE, CHORD, STAGES})
 #: Failures named in an error message; the result lists them all.
 MAX_NAMED = 10
@@ -248,7 +248,7 @@ Outcome = tuple[TaskStatus, dict[str, Any]]
 def settle(workflow: Task) -> Outcome | None:
     """What the WAITING ``workflow`` does now that a subtask of it finished: end, with a status
     and the fields to write, or go on waiting (``None``), maybe having started its next step.
-    Called by ``canvas.settle`` with the workflow's row locked."""
+    Called by ``transitions.settle`` with the workflow's row locked."""
     if workflow.func_name == CHORD:
         return _settle_chord(workflow)
     if workflow.func_name == STAGES:
@@ -358,10 +358,10 @@ def _describe(failure: dict[str, Any]) -> str:
 
 
 # The rows of workflows are never queued, so these functions never run. They are registered so
-# that no task function of a project can take these names (canvas.settle would take its rows
+# that no task function of a project can take these names (transitions.settle would take its rows
 # for workflows), and so that a row queued by hand fails with a clear error.
 def _settled_not_run(cqt: Any, *args: Any, **kwargs: Any) -> None:
-    raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.canvas.settle as its "
+    raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.transitions.settle as its "
                       f"subtasks finish.")
 
 

@@ -109,12 +109,18 @@ def test_a_process_killed_mid_batch_leaves_what_ran_lost_and_puts_back_the_rest(
 
 
 @pytest.mark.postgres  # batches run on PostgreSQL only: `make test` runs this in its PostgreSQL pass
-def test_a_batch_whose_transaction_fails_records_its_tasks_lost_and_goes_on(worker, caplog):
+def test_a_batch_whose_transaction_fails_records_each_outcome_on_its_own(worker, caplog):
+    """The batch's connection dies in its second task. That task's error is its own (FAILURE); the
+    first task wrote a Record in the batch's transaction, now rolled back, so it ends LOST; the
+    third made no query, so its SUCCESS is simply recorded again."""
     from django.db import transaction
 
     with transaction.atomic():
-        created = [tasks.noop.delay(), tasks.drops_database_connection.delay(), tasks.echo.delay(3)]
+        created = [tasks.counts_run.delay("rolled back"), tasks.drops_database_connection.delay(),
+                   tasks.echo.delay(3)]
     assert worker.run_once(0) == 3
-    assert statuses(created) == ["L", "L", "S"]
-    assert "could not commit the outcome of 2 task(s)" in caplog.text
-    assert "transaction that recorded its outcome failed" in Task.objects.get(pk=created[0].pk).error
+    assert statuses(created) == ["L", "F", "S"]
+    assert "could not commit the outcome of 2 task(s); recording each on its own" in caplog.text
+    assert "transaction of its outcome did not commit" in Task.objects.get(pk=created[0].pk).error
+    assert not Record.objects.filter(key="rolled back").exists()
+    assert "terminating connection" in Task.objects.get(pk=created[1].pk).error

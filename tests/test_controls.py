@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from cq import doorbell, execution, registry
+from cq import doorbell, execution, registry, transitions
 from cq.exceptions import InvalidTask, TaskLost
 from cq.models import RateLimit, Task
 from cq.registry import task
@@ -181,20 +181,20 @@ def test_a_task_over_its_concurrency_limit_stays_queued_and_is_woken_when_a_slot
     other = tasks.one_per_customer.delay("globex")
     assert len(doorbells()) == 3
     # One claim takes all three: the second of acme's waits, globex's runs beside the first.
-    claimed = execution.claim([str(first.pk), str(second.pk), str(other.pk)], "w")
+    claimed = transitions.claim([str(first.pk), str(second.pk), str(other.pk)], "w", ["default"])
     assert [t.pk for t in claimed] == [first.pk, other.pk]
     second.refresh_from_db()
     assert (second.status, second.started) == (Task.STATUS_QUEUED, None)
-    assert execution.claim([str(second.pk)], "w") == []  # still full
+    assert transitions.claim([str(second.pk)], "w", ["default"]) == []  # still full
     # When the first has run, the waiting one's doorbell rings, and it may start.
     execution.run(claimed[0])
     assert doorbells() == [str(second.pk)]
-    assert [t.pk for t in execution.claim([str(second.pk)], "w")] == [second.pk]
+    assert [t.pk for t in transitions.claim([str(second.pk)], "w", ["default"])] == [second.pk]
 
 
 def test_a_limit_of_two_lets_two_run():
     created = [tasks.two_at_a_time.delay() for _ in range(3)]
-    claimed = execution.claim([str(t.pk) for t in created], "w")
+    claimed = transitions.claim([str(t.pk) for t in created], "w", ["default"])
     assert [t.pk for t in claimed] == [created[0].pk, created[1].pk]
     assert Task.objects.get(pk=created[2].pk).status == Task.STATUS_QUEUED
 
@@ -202,8 +202,8 @@ def test_a_limit_of_two_lets_two_run():
 def test_a_lost_task_frees_its_slot_and_wakes_a_waiting_one():
     first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
     doorbells()
-    assert len(execution.claim([str(first.pk), str(second.pk)], "w")) == 1
-    execution.abandon(first.pk, "w", TaskLost("gone"), lost=True)
+    assert len(transitions.claim([str(first.pk), str(second.pk)], "w", ["default"])) == 1
+    transitions.lose(first.pk, "w", TaskLost("gone"))
     assert Task.objects.get(pk=first.pk).status == Task.STATUS_LOST
     assert doorbells() == [str(second.pk)]
 
@@ -211,7 +211,7 @@ def test_a_lost_task_frees_its_slot_and_wakes_a_waiting_one():
 def test_the_database_poll_admits_waiting_tasks_too():
     first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
     doorbells()
-    due = execution.claim_due("w", ["default"], grace=0, limit=10)
+    due = transitions.claim_due("w", ["default"], grace=0, limit=10)
     assert [t.pk for t in due] == [first.pk]
     assert Task.objects.get(pk=second.pk).status == Task.STATUS_QUEUED
 
@@ -225,14 +225,14 @@ def test_a_claim_whose_admission_fails_puts_every_task_back(monkeypatch):
 
     monkeypatch.setattr("cq.limits._put_back_if_full", broken)
     with pytest.raises(RuntimeError, match="database gone"):
-        execution.claim([str(plain.pk), str(limited.pk)], "w")
+        transitions.claim([str(plain.pk), str(limited.pk)], "w", ["default"])
     assert set(Task.objects.values_list("status", flat=True)) == {Task.STATUS_QUEUED}
     assert sorted(doorbells()) == sorted([str(plain.pk), str(limited.pk)])  # rung again
 
 
 def test_a_failing_wake_is_logged_and_the_task_still_succeeds(monkeypatch, caplog):
     created = tasks.one_per_customer.delay("acme")
-    claimed = execution.claim([str(created.pk)], "w")
+    claimed = transitions.claim([str(created.pk)], "w", ["default"])
 
     def broken(key):
         raise RuntimeError("redis and database gone")
@@ -269,7 +269,7 @@ def test_max_concurrency_holds_across_worker_processes(start_worker):
 
 def test_a_task_over_its_rate_waits_queued_until_the_time_booked_for_it():
     created = [tasks.once_an_hour.delay() for _ in range(3)]
-    claimed = execution.claim([str(t.pk) for t in created], "w")
+    claimed = transitions.claim([str(t.pk) for t in created], "w", ["default"])
     assert [t.pk for t in claimed] == [created[0].pk]
     limit = RateLimit.objects.get(key=tasks.once_an_hour.name)
     assert limit.last_start == claimed[0].started == Task.objects.get(pk=created[0].pk).started
@@ -279,8 +279,8 @@ def test_a_task_over_its_rate_waits_queued_until_the_time_booked_for_it():
     assert second.run_after >= limit.last_start + hour and third.run_after >= second.run_after + hour
     assert limit.booked_until == third.run_after
     # Its time has not come: the poll and a doorbell leave it alone.
-    assert execution.claim_due("w", ["default"], grace=0, limit=10) == []
-    assert execution.claim([str(second.pk)], "w") == []
+    assert transitions.claim_due("w", ["default"], grace=0, limit=10) == []
+    assert transitions.claim([str(second.pk)], "w", ["default"]) == []
 
 
 def test_rate_limit_spaces_starts_across_worker_processes(start_worker):
@@ -335,7 +335,7 @@ def test_admitting_and_waking_read_no_whole_table():
     limited = tasks.once_an_hour.delay_many([(), ()])
     doorbells()
     with CaptureQueriesContext(connection) as captured:
-        claimed = execution.claim([str(t.pk) for t in [first, second, *limited]], "w")
+        claimed = transitions.claim([str(t.pk) for t in [first, second, *limited]], "w", ["default"])
         execution.run(claimed[0])
     assert len(claimed) == 2
     scans = full_scans(captured)

@@ -34,7 +34,8 @@ def running(task: Task) -> Task:
 
 
 def pid_of(worker_name: str) -> int:
-    return int(worker_name.rsplit(":", 1)[1])
+    """The pid of the worker process whose incarnation is named ``worker_name``."""
+    return Worker.objects.get(name=worker_name).pid
 
 
 def finished(tasks_: list[Task], timeout: float = 60) -> None:

@@ -120,9 +120,9 @@ def test_higher_priority_runs_first_through_doorbells_and_the_database(worker):
 
 
 def test_the_databases_look_for_work_takes_the_highest_priority_first():
-    from cq import execution
+    from cq import transitions
 
     low = tasks.echo.using(priority=-1).delay("low")
     high = tasks.echo.using(priority=7).delay("high")
-    assert [t.pk for t in execution.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
-    assert [t.pk for t in execution.claim_due("test", ["default"], 0, limit=1)] == [low.pk]
+    assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
+    assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [low.pk]

@@ -112,7 +112,7 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
 
     from django.utils import timezone
 
-    from cq import canvas, execution, logs, schedule, sweeper
+    from cq import canvas, logs, schedule, sweeper, transitions
 
     parent = tasks.spawns_subtask_returns_own.delay()
     tasks.noop.delay().chain(tasks.noop)
@@ -121,10 +121,10 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
     later = timezone.now() + timedelta(days=2)
     with CaptureQueriesContext(connection) as captured:
         worker.drain()
-        execution.claim_due("test-worker", ["default"], 0)
+        transitions.claim_due("test-worker", ["default"], 0)
         schedule.release_delayed(later)
         schedule.next_due(timezone.now())
-        sweeper.find_lost(later)
+        sweeper.find_lost()
         logs.tree_logs(parent)
         canvas.revoke(delayed)
         sweeper.delete_expired(later + timedelta(days=365))

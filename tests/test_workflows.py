@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from cq import execution
+from cq import execution, transitions
 from cq.canvas import chord, group, signature, stages
 from cq.exceptions import InvalidTask, TaskLost, TaskNotRegistered
 from cq.models import Task
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def run_in_order(*queued: Task) -> None:
     """Claim and run these tasks one after another, in this order, in this process."""
-    for claimed in execution.claim([str(t.pk) for t in queued], "test"):
+    for claimed in transitions.claim([str(t.pk) for t in queued], "test", ["default"]):
         execution.run(claimed)
 
 
@@ -120,8 +120,8 @@ def test_group_with_failed_members_ends_incomplete_once_all_finished_naming_them
 def test_group_with_a_lost_member_ends_incomplete(worker):
     task = group([tasks.echo.s(1), tasks.echo.s(2)]).delay()
     lost, kept = members(task)
-    execution.claim([str(lost.pk)], "gone")
-    execution.abandon(lost.pk, "gone", TaskLost("its worker died"), lost=True)  # as the supervisor does
+    transitions.claim([str(lost.pk)], "gone", ["default"])
+    transitions.lose(lost.pk, "gone", TaskLost("its worker died"))  # as the supervisor does
     run_in_order(kept)
     task.refresh_from_db()
     assert task.status == Task.STATUS_INCOMPLETE
