@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import dispatch, events, registry, signals, workflows
+from . import dispatch, events, registry, signals, validation, workflows
 from .exceptions import CQError, InvalidTask
 from .models import ERROR, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .signatures import Signature, signature  # noqa: F401  (public here, with the workflows)
@@ -74,7 +74,7 @@ def errback_entry(func: Callable[..., Any] | str, args: Iterable[Any] = (),
         raise InvalidTask(f"Errorback {path!r} cannot be imported by that path; use a module-level "
                           f"function.") from None
     entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
-    dispatch.check_json(path, errorback_arguments=entry)
+    validation.check_storable(entry, f"the arguments of errorback {path!r}")
     return entry
 
 

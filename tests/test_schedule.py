@@ -49,10 +49,20 @@ def test_schedule_task_refuses_bad_input_and_writes_nothing():
         schedule_task(RepeatingTask, "* * * * *", "no.such.task")
     with pytest.raises(ValidationError, match="not a known time zone"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, timezone="Nowhere/City")
-    with pytest.raises(ValidationError, match="Not JSON-serialisable"):
+    with pytest.raises(ValidationError, match="not JSON-serialisable"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, args=[object()])
     with pytest.raises(ValidationError, match="JSON object"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, kwargs=["not", "a", "dict"])
+    # What the database or a worker could not take: refused here, not when the task fires.
+    with pytest.raises(ValidationError, match="hold NaN at \\[0\\]"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, args=[float("nan")])
+    with pytest.raises(ValidationError, match="NUL character"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, kwargs={"x": "a\x00b"})
+    for ttl in (-1, 2 ** 31, 2.5):
+        with pytest.raises(ValidationError, match="result_ttl= takes a whole number"):
+            schedule_task(RepeatingTask, "* * * * *", tasks.echo, result_ttl=ttl)
+    with pytest.raises(ValidationError, match="not a known time zone"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, timezone="Europe/Paris\x00")
     assert RepeatingTask.objects.count() == count
 
 
