@@ -152,6 +152,7 @@ def test_odd_options_are_refused_with_400(staff, options):
     '{"func_name": "echo", "args": [NaN]}', '{"func_name": "echo", "args": [Infinity]}',
     '{"func_name": "echo", "args": [-Infinity]}', '{"func_name": "echo", "kwargs": {"x": NaN}}',
     '{"func_name": "echo", "options": {"countdown": NaN}}', '{"func_name": "echo", "options": {"countdown": Infinity}}',
+    '{"func_name": "echo", "args": [1e999]}',  # read as infinity
     '{"func_name": "echo", "args": [' + "1" * 5000 + "]}",  # more digits than Python turns into an int
     '{"func_name": "echo", "args": ["\\u0000"]}', '{"func_name": "echo", "kwargs": {"\\u0000": 1}}',
     '{"func_name": "echo", "args": ["\\ud800"]}',  # a lone surrogate: not Unicode
