@@ -97,7 +97,11 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         if rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists():
             logger.info("Skipping %s at %s: an earlier run is still active.", rt, slot)
             return None
-        return launch(rt, now)
+        try:
+            return launch(rt, now)
+        except InvalidTask as error:  # a row written around its validation: it would fail every tick
+            logger.error("Skipping %s at %s: %s", rt, slot, error)
+            return None
 
 
 def launch(rt: RepeatingTask, now: datetime) -> Task:

@@ -205,3 +205,18 @@ def test_a_row_naming_an_unregistered_function_skips_its_slot_and_others_still_f
     assert broken.next_run > timezone.now() and broken.last_task is None
     assert fine.last_task is not None
     assert "no task function is registered as 'tests.gone'" in caplog.text
+
+
+def test_a_row_with_values_cq_would_not_store_skips_its_slot_once(caplog):
+    from cq.validation import MAX_DEPTH
+
+    deep: object = 1
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    broken = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.echo, coalesce=False))
+    RepeatingTask.objects.filter(pk=broken.pk).update(args=[deep])  # around its validation
+    Scheduler(lease=_no_lease()).tick()
+    broken.refresh_from_db()
+    assert broken.next_run > timezone.now() and broken.last_task is None
+    assert not Task.objects.exists()
+    assert f"The args of task 'echo' nest lists and objects deeper than {MAX_DEPTH} levels" in caplog.text
