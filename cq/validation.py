@@ -101,8 +101,8 @@ _EXIT = object()
 
 def _first_problem(value: Any) -> tuple[str, str, str] | None:
     """``(problem, path, advice)`` for the first thing in ``value`` (depth first, a dict's keys
-    before its values) that cq cannot store; ``None`` if there is none. It walks with a stack of its own, so no
-    nesting (nor a circular reference) can make it recurse."""
+    before its values) that cq cannot store; ``None`` if there is none. It walks with a stack of
+    its own, so no nesting (nor a circular reference) can make it recurse."""
     on_path: set[int] = set()
     stack: list[Any] = [(value, None, 1)]
     while stack:
