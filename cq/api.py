@@ -3,7 +3,10 @@ registered name, revoke, retry and re-run.
 
 Every answer is JSON. Errors have one shape, ``{"error": {"code": ..., "message": ...}}``,
 with the HTTP status: 400 bad input, 401 not logged in, 403 not allowed, 404 no such task,
-405 wrong method, 409 the task's status does not allow the action. Staff see every task and
+405 wrong method, 409 the task's status does not allow the action. Bad input is any value cq
+would not store (``cq.validation``): a body that is not strict JSON (``NaN``, nesting too deep
+for Python's parser, over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``), a NUL in a filter, an eta
+without an instant in UTC; it never reaches the database. Staff see every task and
 may act on any; another user sees and acts on the tasks ``cq.consumers.can_see`` allows;
 creating a task takes staff or the task model's ``add`` permission, and only a registered
 function runs: the name is looked up in the ``@task`` registry, never imported.
@@ -16,13 +19,13 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import registry, transitions
+from . import registry, transitions, validation
 from .consumers import can_see
 from .exceptions import CQError, InvalidTask, TaskNotRegistered
 from .models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
@@ -106,6 +109,9 @@ def filter_tasks(found: QuerySet, query: Mapping[str, str]) -> QuerySet:
     ``func_name``, ``window`` (one of :data:`WINDOWS`), ``since`` and ``until`` (ISO date and time,
     of creation; without an offset, in the current time zone), ``owner`` (a user's id or user
     name, on a task model with an owner) and ``q`` (a task id). Bad values are refused."""
+    for name, value in query.items():
+        if "\x00" in value:
+            raise Refused(400, "invalid", f"{name} holds a NUL character, which no task has.")
     if query.get("status"):
         found = found.filter(status__in=query["status"].split(","))
     if query.get("func_name"):
@@ -124,14 +130,19 @@ def filter_tasks(found: QuerySet, query: Mapping[str, str]) -> QuerySet:
     return found
 
 
-def _moment(name: str, value: str) -> datetime:
+def _moment(name: str, value: Any) -> datetime:
+    """``value``, an ISO date and time, as an aware datetime (without an offset, in the current
+    time zone) that the database can store."""
     try:
-        moment = parse_datetime(value.strip())
-    except ValueError:
+        moment = parse_datetime(value.strip()) if isinstance(value, str) else None
+    except ValueError:  # well formed, but no such time (February 30th, an offset of 99 hours)
         moment = None
     if moment is None:
-        raise Refused(400, "invalid", f"{name} takes an ISO date and time, not {value!r}.")
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+        raise Refused(400, "invalid", f"{name} takes an ISO date and time, not {validation.excerpt(value, 60)}.")
+    try:
+        return validation.moment(moment, name)
+    except InvalidTask as error:
+        raise Refused(400, "invalid", str(error)) from None
 
 
 def _owned_by(model: Any, owner: str) -> Q:
@@ -197,8 +208,8 @@ def _create(request: HttpRequest) -> Any:
     if unknown:
         raise Refused(400, "invalid", f"Unknown option(s) {', '.join(sorted(unknown))}; "
                                       f"the API takes {', '.join(sorted(OPTIONS))}.")
-    if "eta" in options:
-        options["eta"] = parse_datetime(str(options["eta"])) or options["eta"]
+    if options.get("eta") is not None:
+        options["eta"] = _moment("eta", options["eta"])
     try:
         return registry.get(name).delay_args(args, kwargs, **options)
     except InvalidTask as error:
@@ -206,15 +217,26 @@ def _create(request: HttpRequest) -> Any:
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    if not request.body:
+    try:
+        raw = request.body
+    except RequestDataTooBig as error:
+        raise Refused(400, "too_large", str(error)) from None
+    if not raw:
         return {}
     try:
-        body = json.loads(request.body)
-    except ValueError as error:
+        body = json.loads(raw, parse_constant=_not_json)
+    except ValueError as error:  # UnicodeDecodeError too
         raise Refused(400, "invalid_json", f"The body is not JSON: {error}") from None
+    except RecursionError:
+        raise Refused(400, "invalid_json", "The body nests lists and objects too deep to read.") from None
     if not isinstance(body, dict):
         raise Refused(400, "invalid_json", "The body is a JSON object.")
     return body
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; JSON has no such numbers.
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _find(request: HttpRequest, task_id: str) -> Any:

@@ -30,7 +30,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import registry, signals
+from . import registry, signals, validation
 
 try:  # Django 6.0 and later
     from django.tasks import Task as DjangoTask
@@ -96,15 +96,19 @@ class CQBackend(BaseTaskBackend):
             raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS'] takes {', '.join(sorted(DEFAULT_OPTIONS))} "
                                        f"(any case), not {', '.join(sorted(unknown))}.")
         self.cq_options = {**DEFAULT_OPTIONS, **options}
+        ttl = self.cq_options["result_ttl"]
+        if ttl is not None and not validation.is_result_ttl(ttl):
+            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['result_ttl'] is a whole number of seconds "
+                                       f"from 0 to {validation.MAX_RESULT_TTL}, or None, not {ttl!r}.")
         for queue in self.queues:
-            if not registry.QUEUE_NAME.fullmatch(queue):
+            if not validation.is_queue_name(queue):
                 raise ImproperlyConfigured(f"TASKS[{alias!r}]['QUEUES']: {queue!r} is not a cq queue name "
-                                           f"(1-50 of a-z, 0-9, _ and -).")
+                                           f"({validation.QUEUE_RULE}).")
 
     def validate_task(self, task: DjangoTask) -> None:
         super().validate_task(task)
-        if not registry.QUEUE_NAME.fullmatch(task.queue_name):
-            raise InvalidDjangoTask(f"Queue {task.queue_name!r} is not a cq queue name (1-50 of a-z, 0-9, _ and -).")
+        if not validation.is_queue_name(task.queue_name):
+            raise InvalidDjangoTask(f"Queue {task.queue_name!r} is not a cq queue name ({validation.QUEUE_RULE}).")
         self._function(task)
 
     def _function(self, task: DjangoTask) -> registry.TaskFunction[Any, Any]:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings as settings_django
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import current, doorbell, events, registry, transitions
+from . import current, doorbell, events, registry, transitions, validation
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .metadata import apply_fields, own_columns
@@ -60,12 +57,11 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
     fn = registry.get(func_name)
-    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
-    queue = options.pop("queue", None) or fn.queue
-    if not registry.QUEUE_NAME.fullmatch(queue):
-        raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+    run_after = validation.run_after(options.pop("countdown", None), options.pop("eta", None))
+    queue = _queue(fn, options.pop("queue", None))
     _check_unique_key(options)
-    priority = _priority(options.pop("priority", fn.priority))
+    priority = validation.priority(options.pop("priority", fn.priority))
+    validation.result_ttl(options.get("result_ttl"))
     task = new_row(fn, args, kwargs, options.pop("fields", None), run_after=run_after, queue=queue,
                    priority=priority, **options)
     parent, previous = task.parent, task.previous
@@ -112,10 +108,9 @@ def _fields(fn: Any, given: Any) -> dict[str, Any]:
     return {**fn.fields, **(given or {})}
 
 
-def _priority(value: Any) -> int:
-    if not registry.is_priority(value):
-        raise InvalidTask(f"{registry.PRIORITY_RULE}, not {value!r}.")
-    return value
+def _queue(fn: Any, queue: Any) -> str:
+    """The queue given, checked, or ``fn``'s own when none is."""
+    return fn.queue if queue is None else validation.queue_name(queue)
 
 
 def new_row(fn: Any, args: list[Any], kwargs: dict[str, Any], fields: dict[str, Any] | None = None,
@@ -133,8 +128,8 @@ def _check_unique_key(options: dict[str, Any]) -> None:
     key = options.get("unique_key")
     if key is None:
         return
-    if not isinstance(key, str) or not 0 < len(key) <= registry.KEY_LENGTH:
-        raise InvalidTask(f"unique_key= takes a string of 1-{registry.KEY_LENGTH} characters, not {key!r}.")
+    if not validation.is_key(key):
+        raise InvalidTask(f"unique_key= takes {validation.KEY_RULE}, not {validation.excerpt(key, 60)}.")
     if options.get("parent") is not None or options.get("previous") is not None:
         raise InvalidTask("unique_key= is for top-level tasks: a subtask or chained task given the key of a "
                           "task outside its tree could not be waited for.")
@@ -182,12 +177,11 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
         raise InvalidTask(f"delay_many() takes {_names(allowed)}, not {_names(unknown)}.")
     if settings.SERIAL:
         return [delay(fn, *_split(call)) for call in calls]
-    queue = options.pop("queue", None) or fn.queue
-    if not registry.QUEUE_NAME.fullmatch(queue):
-        raise InvalidTask(f"Queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
-    run_after = _run_after(options.pop("countdown", None), options.pop("eta", None))
+    queue = _queue(fn, options.pop("queue", None))
+    run_after = validation.run_after(options.pop("countdown", None), options.pop("eta", None))
     fields = _fields(fn, options.pop("fields", None))
-    priority = _priority(options.pop("priority", fn.priority))
+    priority = validation.priority(options.pop("priority", fn.priority))
+    validation.result_ttl(options.get("result_ttl"))
     now = timezone.now()
     rows = []
     for call in calls:
@@ -237,24 +231,6 @@ def _split(call: Any) -> tuple[list[Any], dict[str, Any]]:
         return list(call), {}
     raise InvalidTask(f"Each call of delay_many() is a list or tuple of arguments or a dict of keyword "
                       f"arguments, not {call!r}.")
-
-
-def _run_after(countdown: Any, eta: Any) -> datetime | None:
-    """When a delayed task may run: ``countdown`` seconds from now, or at ``eta``.
-
-    A naive ``eta`` is read in the current time zone, as Django's forms do.
-    """
-    if countdown is not None and eta is not None:
-        raise InvalidTask("Give countdown= or eta=, not both.")
-    if countdown is not None:
-        if isinstance(countdown, bool) or not isinstance(countdown, int | float) or countdown < 0:
-            raise InvalidTask(f"countdown= takes a number of seconds, 0 or more, not {countdown!r}.")
-        return timezone.now() + timedelta(seconds=countdown)
-    if eta is not None:
-        if not isinstance(eta, datetime):
-            raise InvalidTask(f"eta= takes a datetime, not {eta!r}.")
-        return timezone.make_aware(eta) if timezone.is_naive(eta) and settings_django.USE_TZ else eta
-    return None
 
 
 def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
@@ -307,12 +283,10 @@ def wait(task: Task, timeout: float | None = None) -> Task:
 
 
 def check_json(func_name: str, **values: Any) -> None:
+    """Raise ``InvalidTask`` unless each value is JSON cq can store (``cq.validation.check_storable``);
+    the keyword names the value in the message: ``check_json("x", kwargs={...})``."""
     for what, value in values.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as error:
-            raise InvalidTask(f"The {what} of task {func_name!r} are not JSON-serialisable ({error}); "
-                              f"pass ids, strings and numbers, not objects.") from None
+        validation.check_storable(value, f"the {what} of task {func_name!r}")
 
 
 def _names(values: Iterable[str]) -> str:

@@ -22,6 +22,7 @@ from django.db import transaction
 
 from .conf import settings
 from .layers import get_layer
+from .validation import excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +114,16 @@ async def _send(name: str, messages: list[dict[str, str]], priorities: list[int]
 def listen(queues: Iterable[str], count: int, timeout: float) -> list[str]:
     """Wait up to ``timeout`` seconds for doorbells of ``queues``; return up to ``count`` task ids.
 
-    Raises whatever the channel layer raises (Redis down, for one): the worker backs off.
+    A message that names no task is logged (an excerpt) and skipped. Raises whatever the channel
+    layer raises (Redis down, for one): the worker backs off.
     """
     messages = run(_receive([channel(q) for q in queues], count, timeout), timeout + SEND_TIMEOUT)
     ids = []
     for message in messages:
         try:
-            ids.append(str(uuid.UUID(str(message.get("id")))))
-        except (AttributeError, ValueError):
-            logger.error("Ignoring a doorbell that names no task: %r", message)
+            ids.append(str(uuid.UUID(message.get("id"))))
+        except (AttributeError, TypeError, ValueError):
+            logger.error("Ignoring a doorbell that names no task: %s", excerpt(message, 200))
     return ids
 
 

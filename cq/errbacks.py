@@ -13,7 +13,7 @@ from typing import Any
 from django.core import signing
 from django.utils.module_loading import import_string
 
-from . import dispatch
+from . import validation
 from .exceptions import InvalidTask
 from .models import TaskStatus, get_task_model
 
@@ -51,7 +51,7 @@ def errback_entry(func: Callable[..., Any] | str, args: Iterable[Any] = (),
         raise InvalidTask(f"Errorback {path!r} cannot be imported by that path; use a module-level "
                           f"function.") from None
     entry = {"path": _errback_signer.sign(path), "args": list(args), "kwargs": dict(kwargs or {})}
-    dispatch.check_json(path, errorback_arguments=entry)
+    validation.check_storable(entry, f"the arguments of errorback {path!r}")
     return entry
 
 

@@ -6,6 +6,8 @@ things channels-redis lacks for a work queue: popping a batch of waiting
 doorbells in one round trip (``receive_many``) and sending many in one
 pipeline (``send_many``). Neither keeps an "in flight" copy: a doorbell is
 disposable because the task row is the truth (workers also poll the table).
+Its ``send`` on a normal channel goes through ``send_many`` too, so that both
+score and purge doorbells alike.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 import redis
 import redis.sentinel
+from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, channel_layers
 from channels_redis.core import RedisChannelLayer as _ChannelsRedisLayer
 from django.conf import settings as django_settings
 
 from .conf import settings
+from .validation import MAX_PRIORITY, MIN_PRIORITY, excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +33,14 @@ logger = logging.getLogger(__name__)
 #: a day and let a backlog grow large before a send is refused.
 DOORBELL_LAYER_CONFIG: dict[str, Any] = {"prefix": "cq", "expiry": 86400, "capacity": 1_000_000}
 #: Seconds a doorbell's score moves earlier per point of priority: priority 100 is 5 hours
-#: ahead, inside the day a doorbell is kept. So a task of higher priority goes first unless
-#: one of lower priority has waited 3 minutes per point of difference (none starves).
+#: ahead. So a task of higher priority goes first unless one of lower priority has waited
+#: 3 minutes per point of difference (none starves).
 PRIORITY_STEP = 180
+#: How far before its send time the score of the highest priority's doorbell lies. A send
+#: purges the doorbells scored more than ``expiry`` plus this before now, so that a
+#: high-priority doorbell is kept as long as any other (without it, one of priority 100 was
+#: purged by the next send whenever ``expiry`` was under 5 hours, and its task ran last).
+PRIORITY_SHIFT = MAX_PRIORITY * PRIORITY_STEP
 
 
 # Drop expired messages, add as many as fit under capacity, refresh the key's expiry:
@@ -51,10 +60,27 @@ return sent
 
 
 class RedisChannelLayer(_ChannelsRedisLayer):
-    """channels-redis with batch receive and pipelined batch send for normal channels."""
+    """channels-redis with batch receive and pipelined batch send for normal channels.
+
+    A member of a channel that is not a message (written by something else than a channel layer,
+    or by one with other keys) is skipped and logged by ``receive_many``, never raised: a receiver
+    would take it for Redis being down, and lose the doorbells popped with it.
+    """
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**{**DOORBELL_LAYER_CONFIG, **config})
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """channels-redis's send, except on a normal channel, where it goes through ``send_many``:
+        channels-redis's own purges with ``expiry`` alone, and so drops the doorbells of high
+        priority waiting on the same channel."""
+        if "!" in channel:
+            await super().send(channel, message)
+            return
+        assert isinstance(message, dict), "message is not a dict"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        if not await self.send_many(channel, [message]):
+            raise ChannelFull()
 
     async def receive_many(self, channels: list[str], count: int, timeout: float) -> list[dict[str, Any]]:
         """Up to ``count`` messages from ``channels`` (earlier ones first), waiting at most ``timeout``
@@ -66,7 +92,7 @@ class RedisChannelLayer(_ChannelsRedisLayer):
             connection = self.connection(next(self._receive_index_generator))
             for key in keys:
                 popped = await connection.zpopmin(key, count - len(messages))
-                messages.extend(self.deserialize(member) for member, _score in popped)
+                messages.extend(self._messages(key, (member for member, _score in popped)))
                 if len(messages) >= count:
                     return messages
         if messages or timeout <= 0:
@@ -74,7 +100,24 @@ class RedisChannelLayer(_ChannelsRedisLayer):
         connection = self.connection(next(self._receive_index_generator))
         popped = await connection.bzpopmin(keys, timeout=timeout)
         if popped is not None:
-            messages.append(self.deserialize(popped[1]))
+            messages.extend(self._messages(popped[0], [popped[1]]))
+        return messages
+
+    def _messages(self, key: Any, members: Any) -> list[dict[str, Any]]:
+        """The members that are messages, deserialised; the others logged (briefly) and dropped."""
+        messages = []
+        for member in members:
+            try:
+                message = self.deserialize(member)
+            except Exception as error:  # msgpack's, or a decryption's: the bytes are not a message
+                problem = f"{type(error).__name__}: {excerpt(str(error), 100)}"
+            else:
+                if isinstance(message, dict):
+                    messages.append(message)
+                    continue
+                problem = f"a {type(message).__name__}, not a dict"
+            logger.error("Dropped a member of %s that is not a message (%s): %s", excerpt(key, 100), problem,
+                         excerpt(member, 100))
         return messages
 
     async def send_many(self, channel: str, messages: list[dict[str, Any]], priorities: list[int] | None = None) -> int:
@@ -82,16 +125,21 @@ class RedisChannelLayer(_ChannelsRedisLayer):
 
         A message's score (channels-redis's send time) is moved PRIORITY_STEP seconds earlier
         per point of its priority, so that ZPOPMIN hands out higher priorities first, and
-        among equals the oldest first.
+        among equals the oldest first. Each send purges the messages scored more than ``expiry``
+        plus PRIORITY_SHIFT seconds ago: every message is kept ``expiry`` seconds at least, one
+        of low priority up to 10 hours more.
         """
         assert "!" not in channel, "send_many serves normal channels only"
         connection = self.connection(next(self._send_index_generator))
         now = time.time()
         priorities = priorities or [0] * len(messages)
         # Scores also rise by a microsecond per doorbell so that ZPOPMIN hands them out in order.
+        # A priority outside the range (a row edited by hand) counts as the nearest end of it.
         pairs = [value for i, (message, priority) in enumerate(zip(messages, priorities, strict=True))
-                 for value in (now + i * 1e-6 - priority * PRIORITY_STEP, self.serialize(message))]
-        sent = await connection.eval(_SEND_MANY, 1, self.prefix + channel, int(now) - int(self.expiry),
+                 for value in (now + i * 1e-6 - min(max(priority, MIN_PRIORITY), MAX_PRIORITY) * PRIORITY_STEP,
+                               self.serialize(message))]
+        horizon = int(now) - int(self.expiry) - PRIORITY_SHIFT
+        sent = await connection.eval(_SEND_MANY, 1, self.prefix + channel, horizon,
                                      self.get_capacity(channel), int(self.expiry), *pairs)
         if sent < len(messages):
             logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "

@@ -7,6 +7,8 @@ tree, each marked with the ``origin`` task it came from, in time order.
 ``publish=True`` sends the line, and any held back before it, to receivers of
 ``cq.signals.task_log`` at once (the live view listens there);
 ``publish=False`` holds it until the next published line or the task's outcome.
+
+A line is stored as ``cq.validation.storable_text`` makes it (a NUL as the characters ``\x00``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import events
+from . import events, validation
 from .conf import settings
 from .signals import task_log
 
@@ -37,7 +39,7 @@ def log(task: Task, message: str, *, level: int = logging.INFO, publish: bool = 
     Task = get_task_model()
 
     logger.log(level, "%s %s: %s", task.func_name, task.pk, message)
-    record = {"message": str(message), "timestamp": timezone.now().isoformat(),
+    record = {"message": validation.storable_text(str(message)), "timestamp": timezone.now().isoformat(),
               "level": logging.getLevelName(level)}
     task.log_records = [*task.log_records, record][-(limit or settings.LOG_LIMIT):]
     task.__dict__.setdefault(_UNPUBLISHED, []).append(record)

@@ -26,7 +26,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections, router
 
-from . import events
+from . import events, validation
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import AbstractTask, TaskStatus, get_task_model
@@ -55,10 +55,9 @@ def apply_fields(task: Any, values: Any) -> list[str]:
 
     Raises:
         InvalidTask: ``values`` is not a dict, names one of cq's own columns, or its JSON part
-        is not JSON-serialisable. Nothing is set then.
+        is not JSON that cq can store (``cq.validation.check_storable``), or a string for one of
+        the model's own columns holds what no database column can (NUL). Nothing is set then.
     """
-    from .dispatch import check_json
-
     if not isinstance(values, dict):
         raise InvalidTask(f"fields= takes a dict, not {values!r}.")
     columns = own_columns()
@@ -66,7 +65,12 @@ def apply_fields(task: Any, values: Any) -> list[str]:
     if ours:
         raise InvalidTask(f"fields= cannot set {', '.join(sorted(ours))}: cq's own column(s) of the task.")
     extra = {key: value for key, value in values.items() if key not in columns}
-    check_json(task.func_name, fields=extra)
+    validation.check_storable(extra, f"the fields of task {task.func_name!r}")
+    for key, value in values.items():
+        if key in columns and isinstance(value, str) and validation.storable_text(value) != value:
+            raise InvalidTask(f"fields= gives column {key!r} of task {task.func_name!r} "
+                              f"{validation.excerpt(value, 60)}, which holds NUL or a lone surrogate; "
+                              f"no database column can store it.")
     changed = []
     for key, value in values.items():
         if key in columns:
@@ -96,10 +100,12 @@ def update(task: Any, *, fields: dict[str, Any]) -> None:
 def progress(task: Any, current: float, total: float | None = None, message: str | None = None) -> None:
     """``cqt.progress(current, total, message)``: record how far the task has come."""
     for name, value in (("current", current), ("total", total)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-            raise InvalidTask(f"progress() takes numbers of 0 or more, not {name}={value!r}.")
+        if value is not None and not validation.is_amount(value):
+            raise InvalidTask(f"progress() takes finite numbers of 0 or more, not {name}={value!r}.")
     if message is not None and not isinstance(message, str):
         raise InvalidTask(f"progress() takes a message string, not {message!r}.")
+    if message is not None:
+        message = validation.storable_text(message)
     percent = None if not total else round(min(current / total, 1.0) * 100, 1)
     task.progress = {"current": current, "total": total, "percent": percent, "message": message}
     if task._state.adding:

@@ -14,7 +14,11 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import validation
 from .exceptions import InvalidTask, TaskNotRegistered
+
+# The rules are cq.validation's; these names stay importable from here.
+from .validation import KEY_LENGTH, MAX_PRIORITY, MIN_PRIORITY, PRIORITY_RULE, QUEUE_NAME, is_priority  # noqa: F401
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,19 +26,9 @@ R = TypeVar("R")
 RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool]
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
-QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
 #: ``rate_limit``: how many starts per second, minute or hour, e.g. "10/m".
 RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
 _RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
-#: Longest key (``unique_key``, ``concurrency_key``): the column's length.
-KEY_LENGTH = 255
-#: Priorities run from lowest to highest, higher first (the range of Django's task framework).
-MIN_PRIORITY, MAX_PRIORITY = -100, 100
-PRIORITY_RULE = f"priority= takes a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}"
-
-
-def is_priority(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and MIN_PRIORITY <= value <= MAX_PRIORITY
 
 
 class TaskFunction(Generic[P, R]):
@@ -52,15 +46,15 @@ class TaskFunction(Generic[P, R]):
                  rate_limit: str | None = None) -> None:
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
-        if not QUEUE_NAME.fullmatch(queue):
-            raise ImproperlyConfigured(f"@task {name!r}: queue {queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+        if not validation.is_queue_name(queue):
+            raise ImproperlyConfigured(f"@task {name!r}: queue {queue!r} must be {validation.QUEUE_RULE}.")
         for limit in (time_limit, soft_time_limit):
             if limit is not None and limit <= 0:
                 raise ImproperlyConfigured(f"@task {name!r}: time limits are seconds above 0, not {limit}.")
         if not isinstance(fields or {}, dict):
             raise ImproperlyConfigured(f"@task {name!r}: fields= takes a dict, not {fields!r}.")
-        if not is_priority(priority):
-            raise ImproperlyConfigured(f"@task {name!r}: {PRIORITY_RULE}, not {priority!r}.")
+        if not validation.is_priority(priority):
+            raise ImproperlyConfigured(f"@task {name!r}: {validation.PRIORITY_RULE}, not {priority!r}.")
         _check_concurrency(name, concurrency_key, max_concurrency)
         self.func = func
         self.name = name
@@ -144,9 +138,9 @@ class TaskFunction(Generic[P, R]):
             except Exception as error:
                 raise InvalidTask(f"The concurrency_key of task {self.name!r} raised {type(error).__name__}: "
                                   f"{error}; it is called with the task's arguments, without cqt.") from error
-        if key is not None and not _is_key(key):
-            raise InvalidTask(f"The concurrency_key of task {self.name!r} gave {key!r}; it must give a string "
-                              f"of 1-{KEY_LENGTH} characters, or None for no limit.")
+        if key is not None and not validation.is_key(key):
+            raise InvalidTask(f"The concurrency_key of task {self.name!r} gave {validation.excerpt(key, 60)}; "
+                              f"it must give {validation.KEY_RULE}, or None for no limit.")
         return key
 
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
@@ -184,14 +178,10 @@ class Bound:
         return self.fn.delay_many(calls, **{**self.options, **options})
 
 
-def _is_key(key: Any) -> bool:
-    return isinstance(key, str) and 0 < len(key) <= KEY_LENGTH
-
-
 def _check_concurrency(name: str, key: Any, limit: Any) -> None:
-    if key is not None and not (callable(key) or _is_key(key)):
-        raise ImproperlyConfigured(f"@task {name!r}: concurrency_key is a string of 1-{KEY_LENGTH} characters or "
-                                   f"a function of the task's arguments that returns one, not {key!r}.")
+    if key is not None and not (callable(key) or validation.is_key(key)):
+        raise ImproperlyConfigured(f"@task {name!r}: concurrency_key is {validation.KEY_RULE}, or a function of the "
+                                   f"task's arguments that returns one, not {key!r}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ImproperlyConfigured(f"@task {name!r}: max_concurrency is a whole number, 1 or more, not {limit!r}.")
     if (key is None) != (limit is None):

@@ -7,7 +7,6 @@ slot fires only through ``UPDATE ... SET next_run = <next> WHERE next_run =
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -18,9 +17,9 @@ from django.db import transaction
 from django.db.models import F, Min
 from django.utils import timezone
 
-from . import dispatch, doorbell, registry
+from . import dispatch, doorbell, registry, validation
 from .cron import next_fire, validate_crontab, validate_timezone
-from .exceptions import TaskNotRegistered
+from .exceptions import InvalidTask, TaskNotRegistered
 from .models import ACTIVE, RepeatingTask, TaskStatus, get_task_model
 
 Task = get_task_model()
@@ -32,8 +31,9 @@ STILL_RUNNING = ACTIVE | {TaskStatus.RETRY}
 
 
 def validate_repeating_task(rt: Any) -> None:
-    """Raises ``ValidationError`` (by field) for a function that is not registered or arguments
-    that are not a JSON list and object."""
+    """Raises ``ValidationError`` (by field) for a function that is not registered, arguments
+    that are not a JSON list and object that cq can store (``cq.validation.check_storable``),
+    or a ``result_ttl`` that is not one (``cq.validation.result_ttl``)."""
     errors: dict[str, str] = {}
     try:
         registry.get(rt.func_name)
@@ -45,9 +45,13 @@ def validate_repeating_task(rt: Any) -> None:
         errors["kwargs"] = "Keyword arguments must be a JSON object, e.g. {\"limit\": 10}."
     for field in ("args", "kwargs"):
         try:
-            json.dumps(getattr(rt, field))
-        except (TypeError, ValueError) as error:
-            errors.setdefault(field, f"Not JSON-serialisable: {error}.")
+            validation.check_storable(getattr(rt, field), f"the {field}")
+        except InvalidTask as error:
+            errors.setdefault(field, str(error))
+    try:
+        validation.result_ttl(getattr(rt, "result_ttl", None))
+    except InvalidTask as error:
+        errors["result_ttl"] = str(error)
     if errors:
         raise ValidationError(errors)
 
@@ -93,7 +97,11 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         if rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists():
             logger.info("Skipping %s at %s: an earlier run is still active.", rt, slot)
             return None
-        return launch(rt, now)
+        try:
+            return launch(rt, now)
+        except InvalidTask as error:  # a row written around its validation: it would fail every tick
+            logger.error("Skipping %s at %s: %s", rt, slot, error)
+            return None
 
 
 def launch(rt: RepeatingTask, now: datetime) -> Task:

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import dispatch, errbacks, registry
+from . import errbacks, registry, validation
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import get_task_model
@@ -37,9 +37,9 @@ class Signature:
     errbacks: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        dispatch.check_json(self.name, args=list(self.args), kwargs=dict(self.kwargs))
-        if not registry.QUEUE_NAME.fullmatch(self.queue):
-            raise InvalidTask(f"Queue {self.queue!r} must be 1-50 of a-z, 0-9, _ and -.")
+        validation.check_storable(list(self.args), f"the args of task {self.name!r}")
+        validation.check_storable(dict(self.kwargs), f"the kwargs of task {self.name!r}")
+        validation.queue_name(self.queue)
         # A copy through JSON: the signature holds what a row will hold, and nothing the
         # caller can change afterwards.
         object.__setattr__(self, "args", tuple(json.loads(json.dumps(list(self.args)))))

@@ -28,7 +28,6 @@ primary-key order, so that two batches never lock the same parents in opposite o
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import traceback
@@ -43,7 +42,7 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
-from . import clock, current, doorbell, errbacks, events, limits, registry, signals, workflows
+from . import clock, current, doorbell, errbacks, events, limits, registry, signals, validation, workflows
 from .conf import settings
 from .exceptions import CQError, InvalidTask, TaskLost
 from .inline import InlineTask
@@ -184,9 +183,7 @@ def result_of(task: Task, value: Any) -> Any:
         if value.pk == task.pk:
             raise InvalidTask(f"Task {task.pk} returned itself.")
         return value
-    problem = _unstorable(value)
-    if problem:
-        raise InvalidTask(f"Task {task.func_name!r} returned a value that cannot be stored ({problem}).")
+    validation.check_storable(value, f"the result of task {task.func_name!r}")
     return value
 
 
@@ -207,9 +204,9 @@ def succeed(task: Task, value: Any) -> None:
 
 def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = S.FAILURE) -> None:
     """Record that ``task``'s run failed with ``error``: RETRY after a backoff, or ``status``."""
-    fields = {"error": storable_text(str(error)),
+    fields = {"error": validation.storable_text(str(error)),
               "exception": f"{type(error).__module__}.{type(error).__qualname__}"[:255],
-              "traceback": storable_text("".join(traceback.format_exception(error)))}
+              "traceback": validation.storable_text("".join(traceback.format_exception(error)))}
     if not retry:
         _end(task, status, cause=error, **fields)
         return
@@ -223,7 +220,7 @@ def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = S.F
 def unstorable(task: Task, error: BaseException) -> None:
     """Record FAILURE with as little as can be: the database refused the run's full outcome
     (its result, logs, fields or progress), and the error says why."""
-    message = storable_text(f"cq could not store this task's outcome ({type(error).__name__}: {error}).")
+    message = validation.storable_text(f"cq could not store this task's outcome ({type(error).__name__}: {error}).")
     _end(task, S.FAILURE, cause=CQError(message), minimal=True, error=message, traceback="",
          exception=f"{type(error).__module__}.{type(error).__qualname__}"[:255])
 
@@ -486,25 +483,6 @@ def queue_retries(task_ids: list[Any]) -> int:
                               ["queue", "priority"])
     doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in queued])
     return len(queued)
-
-
-# -- Storable values -----------------------------------------------------------------------------
-
-
-def storable_text(text: str) -> str:
-    """``text`` from task code as every database can store it: NUL escaped."""
-    return text.replace("\x00", "\\x00")
-
-
-def _unstorable(value: Any) -> str | None:
-    """Why ``value`` cannot be stored as JSON everywhere we store it, or ``None``."""
-    try:
-        dumped = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as error:
-        return str(error)
-    if "\\u0000" in dumped:
-        return "a string holds NUL, which PostgreSQL cannot store"
-    return None
 
 
 def _uuid(value: Any) -> Any:

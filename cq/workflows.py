@@ -35,7 +35,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import dispatch, doorbell, registry
+from . import dispatch, doorbell, registry, validation
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import DONE, TaskStatus, get_task_model
@@ -173,7 +173,7 @@ def stages(steps: Iterable[Any], params: Mapping[str, Any] | None = None) -> Sta
     if not isinstance(params, Mapping | None):
         raise InvalidTask(f"stages() takes params as a dict, not {params!r}.")
     params = dict(params or {})
-    dispatch.check_json(STAGES, params=params)
+    validation.check_storable(params, f"the params of task {STAGES!r}")
     ordered = tuple((priority, tuple(by_priority[priority])) for priority in sorted(by_priority, reverse=True))
     return Stages(ordered, MappingProxyType(params))
 

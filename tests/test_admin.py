@@ -90,12 +90,23 @@ def test_repeating_task_is_created_from_the_admin_with_its_next_run(staff_client
     ("timezone", "Mars/Base", "not a known time zone"),
     ("args", "{\"a\": 1}", "must be a JSON list"),
     ("kwargs", "[1", "Enter a valid JSON"),
+    # What the database, or a worker, could not take.
+    ("args", "[NaN]", "The args hold NaN at [0]"),
+    ("kwargs", '{"a": "\\u0000"}', "NUL character"),
+    ("result_ttl", "2147483648", "result_ttl= takes a whole number of seconds"),
 ])
 def test_repeating_task_form_shows_clear_errors(staff_client, field, value, message):
     response = staff_client.post(reverse("admin:cq_repeatingtask_add"), repeating_form(**{field: value}))
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not RepeatingTask.objects.filter(func_name__in=["echo", "os.system"]).exists()
+
+
+def test_a_list_filter_holding_nul_is_a_bad_request_not_a_database_error(staff_client):
+    for name in ("cq_task", "cq_repeatingtask"):
+        for query in ({"q": "\x00"}, {"func_name": "a\x00"}):
+            assert staff_client.get(reverse(f"admin:{name}_changelist"), query).status_code == 400
+    assert staff_client.get(reverse("admin:cq_task_changelist"), {"q": "echo"}).status_code == 200
 
 
 def test_repeating_task_list_shows_next_runs_and_last_run_link(staff_client):

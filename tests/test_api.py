@@ -118,3 +118,77 @@ def test_revoke_retry_and_rerun(staff, drain):
     assert error(post(staff, f"{API}{failed.pk}/retry/"), 409) == "wrong_status"
     again = post(staff, f"{API}{failed.pk}/rerun/").json()["task"]
     assert again["id"] != str(failed.pk) and again["args"] == ["api"]
+
+
+# -- Odd input: always a 400 in the API's shape, never a 500, and nothing written ---------------
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def create(client, **options):
+    return post(client, API, {"func_name": tasks.echo.name, "args": [1], "options": options})
+
+
+@pytest.mark.parametrize("options", [
+    {"eta": "not a time"}, {"eta": "99999-01-01T00:00:00Z"}, {"eta": "9999-12-31T23:59:59-23:00"},
+    {"eta": "0001-01-01T00:00:00+01:00"}, {"eta": "2026-02-30T00:00:00Z"}, {"eta": "2026-01-01T00:00:00+99:00"},
+    {"eta": 5}, {"eta": ["2026-01-01"]},
+    {"countdown": 1e300}, {"countdown": -1}, {"countdown": "5"}, {"countdown": True}, {"countdown": [5]},
+    {"countdown": 10 ** 400}, {"countdown": 5, "eta": "2030-01-01T00:00:00Z"},
+    {"queue": 5}, {"queue": ["default"]}, {"queue": {"a": 1}}, {"queue": "Not A Queue"}, {"queue": "q\u0000"},
+    {"queue": ""},
+    {"result_ttl": -1}, {"result_ttl": 1.5}, {"result_ttl": True}, {"result_ttl": 2_147_483_648}, {"result_ttl": "5"},
+    {"priority": 101}, {"priority": -101}, {"priority": 1.5}, {"priority": True}, {"priority": "5"},
+    {"priority": 10 ** 30},
+    {"unique_key": "k\u0000"}, {"unique_key": ""}, {"unique_key": 5}, {"unique_key": "k" * 256},
+    {"fields": {"note": "a\u0000b"}}, {"fields": {"a\u0000": 1}}, {"fields": [1]}, {"fields": {"status": "S"}},
+])
+def test_odd_options_are_refused_with_400(staff, options):
+    assert error(create(staff, **options), 400) == "invalid"
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("raw", [
+    '{"func_name": "echo", "args": [NaN]}', '{"func_name": "echo", "args": [Infinity]}',
+    '{"func_name": "echo", "args": [-Infinity]}', '{"func_name": "echo", "kwargs": {"x": NaN}}',
+    '{"func_name": "echo", "options": {"countdown": NaN}}', '{"func_name": "echo", "options": {"countdown": Infinity}}',
+    '{"func_name": "echo", "args": [1e999]}',  # read as infinity
+    '{"func_name": "echo", "args": [' + "1" * 5000 + "]}",  # more digits than Python turns into an int
+    '{"func_name": "echo", "args": ["\\u0000"]}', '{"func_name": "echo", "kwargs": {"\\u0000": 1}}',
+    '{"func_name": "echo", "args": ["\\ud800"]}',  # a lone surrogate: not Unicode
+    '{"func_name": "echo\\u0000"}',
+    '{"func_name": "echo", "args": ' + NESTED + "}", NESTED, '{"a": ' * 100_000 + "1" + "}" * 100_000,
+    '{"func_name": "echo", "args": ' + "[" * 300 + "]" * 300 + "}",  # deeper than cq stores
+    b'{"func_name": "echo", "args": ["\xff"]}',  # not UTF-8
+])
+def test_bodies_json_or_cq_cannot_take_are_refused_with_400(staff, raw):
+    response = post(staff, API, raw=raw)
+    assert response.status_code == 400, response.content
+    assert set(response.json()["error"]) == {"code", "message"}
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("query", [
+    {"status": "S\u0000"}, {"func_name": "x\u0000"}, {"since": "9999-12-31T23:59:59-23:00"},
+    {"until": "0001-01-01T00:00:00+01:00"}, {"since": "2026-01-01T00:00:00+99:00"}, {"since": "\u0000"},
+    {"owner": "a\u0000"}, {"window": "\u0000"},
+])
+def test_odd_list_filters_are_refused_with_400(staff, query):
+    assert error(staff.get(API, query), 400) == "invalid"
+
+
+def test_odd_ids_and_action_bodies(staff):
+    pending = tasks.echo.delay_args(submit=False)
+    for task_id in ("%00", "x" * 5000, "%ff%fe"):
+        assert error(staff.get(f"{API}{task_id}/"), 404) == "not_found"
+        assert error(post(staff, f"{API}{task_id}/revoke/"), 404) == "not_found"
+    for raw in ("[NaN]", NESTED, '{"terminate": NaN}'):
+        assert error(post(staff, f"{API}{pending.pk}/revoke/", raw=raw), 400) == "invalid_json"
+    assert Task.objects.get(pk=pending.pk).status == "P"
+
+
+def test_a_body_over_djangos_size_limit_is_a_400(staff, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = post(staff, API, {"func_name": tasks.echo.name, "args": ["x" * 2000]})
+    assert error(response, 400) == "too_large"
+    assert not Task.objects.exists()

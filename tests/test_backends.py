@@ -241,6 +241,25 @@ def test_bad_options_and_queues_are_refused_when_the_backend_is_built(settings):
         CQBackend("x", {"OPTIONS": {"colour": "red"}})
     with pytest.raises(ImproperlyConfigured, match="not a cq queue name"):
         CQBackend("x", {"QUEUES": ["Has Spaces"]})
+    for ttl in (-1, 2 ** 31, 1.5, True):
+        with pytest.raises(ImproperlyConfigured, match="result_ttl'] is a whole number of seconds"):
+            CQBackend("x", {"OPTIONS": {"RESULT_TTL": ttl}})
+
+
+def test_arguments_and_times_no_database_stores_are_refused_and_nothing_is_written():
+    from datetime import datetime
+    from datetime import timezone as tz
+
+    from cq.exceptions import InvalidTask as InvalidCQTask
+
+    with transaction.atomic():
+        for args in ([float("nan")], ["a\x00b"], [{"k": float("inf")}]):
+            with pytest.raises(InvalidCQTask, match="PostgreSQL cannot store it"):
+                jobs.noop.enqueue(*args)
+        edge = datetime(9999, 12, 31, 23, tzinfo=tz(-timedelta(hours=23)))
+        with pytest.raises(InvalidCQTask, match="no time that can be stored"):
+            jobs.noop.using(run_after=edge).enqueue()
+        assert not Task.objects.exists()  # and on PostgreSQL the transaction still runs statements
 
 
 def test_a_worker_process_imports_a_django_task_by_its_signed_path(start_worker):

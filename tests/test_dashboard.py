@@ -48,6 +48,9 @@ def test_a_bad_filter_is_named_on_the_page(staff):
     response = staff.get("/cq/", {"since": "last tuesday"})
     assert response.status_code == 400
     assert "since takes an ISO date and time, not &#x27;last tuesday&#x27;." in response.content.decode()
+    # Times no database can store, and NUL (which PostgreSQL refuses), are bad filters too, not errors.
+    for query in ({"since": "9999-12-31T23:59:59-23:00"}, {"until": "2026-02-30T00:00"}, {"func_name": "x\x00"}):
+        assert staff.get("/cq/", query).status_code == 400
 
 
 def test_the_throughput_chart_counts_the_last_hours_finished_tasks_by_status(staff, drain):

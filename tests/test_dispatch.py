@@ -125,3 +125,68 @@ def test_subtask_of_a_task_running_elsewhere_is_refused():
     with pytest.raises(InvalidTask, match="only the task itself can add subtasks"):
         running.subtask(tasks.echo)
     assert Task.objects.count() == 1
+
+
+# Values JSON allows or Python writes, but no database cq supports stores as they are.
+UNSTORABLE = {"nan": float("nan"), "infinity": float("inf"), "nul": "a\x00b", "nul_key": {"k\x00": 1},
+              "surrogate": "\ud800", "deep": [[[[1]]]], "object": object()}
+
+
+@pytest.mark.parametrize("name", UNSTORABLE)
+def test_values_no_database_stores_are_refused_in_the_caller_and_its_transaction_goes_on(name, monkeypatch):
+    from cq import canvas, validation
+
+    monkeypatch.setattr(validation, "MAX_DEPTH", 3)  # "deep" nests 4 levels
+    bad = UNSTORABLE[name]
+    with transaction.atomic():
+        kept = tasks.echo.delay_args(submit=False)
+        calls = {
+            "delay": lambda: tasks.echo.delay(1, bad),
+            "delay_args": lambda: tasks.add.delay_args(kwargs={"a": 1, "b": bad}),
+            "delay_many": lambda: tasks.echo.delay_many([(1,), (bad,)]),
+            "using": lambda: tasks.echo.using(fields={"x": bad}).delay(),
+            "signature": lambda: tasks.echo.s(bad),
+            "subtask": lambda: kept.subtask(tasks.echo, (bad,)),
+            "chain": lambda: kept.chain(tasks.echo, (bad,)),
+            "submit": lambda: kept.submit(bad),
+            "update": lambda: kept.update(fields={"x": [bad]}),
+            "errorback": lambda: canvas.errorback(kept, tasks.record_errorback, (bad,)),
+            "on_error": lambda: tasks.echo.s().on_error(tasks.record_errorback, key=bad),
+        }
+        for call, run in calls.items():
+            with pytest.raises(InvalidTask):
+                run()
+                pytest.fail(f"{call}() took {bad!r}")
+        # Nothing reached the database, so on PostgreSQL the transaction is not aborted.
+        assert list(Task.objects.values_list("pk", "status", "args", "fields", "errbacks")) == [
+            (kept.pk, Task.STATUS_PENDING, [], {}, [])]
+    assert Task.objects.get().pk == kept.pk
+
+
+def test_the_deepest_json_cq_takes_is_stored_and_read_back(drain):
+    from cq.validation import MAX_DEPTH
+
+    deepest: object = "bottom"
+    for _ in range(MAX_DEPTH - 1):  # the args list is the first level
+        deepest = [deepest]
+    task = tasks.echo.delay(deepest)
+    assert Task.objects.get(pk=task.pk).args == [deepest]
+    with pytest.raises(InvalidTask, match=f"deeper than {MAX_DEPTH} levels"):
+        tasks.echo.delay([deepest])
+
+
+def test_options_are_checked_by_one_rule_each_before_anything_is_written():
+    for options, message in [
+        ({"queue": 5}, "Queue 5 must be"), ({"queue": ""}, "Queue '' must be"),
+        ({"result_ttl": -1}, "result_ttl="), ({"result_ttl": 2 ** 31}, "result_ttl="),
+        ({"result_ttl": True}, "result_ttl="), ({"countdown": 1e300}, "past the end of the calendar"),
+        ({"countdown": float("nan")}, "countdown="), ({"unique_key": "k\x00"}, "unique_key= takes a string"),
+        ({"eta": datetime.datetime(9999, 12, 31, 23, tzinfo=datetime.timezone(-datetime.timedelta(hours=23)))},
+         "no time that can be stored"),
+    ]:
+        with pytest.raises(InvalidTask, match=message):
+            tasks.echo.delay_args(**options)
+        if "unique_key" not in options:
+            with pytest.raises(InvalidTask, match=message):
+                tasks.echo.delay_many([(1,)], **options)
+    assert not Task.objects.exists()

@@ -172,7 +172,7 @@ def test_result_that_is_not_json_fails_the_task_with_a_clear_error(drain):
     drain()
     task.wait()
     assert task.status == Task.STATUS_FAILURE
-    assert "returned a value that cannot be stored" in task.error and "not JSON serializable" in task.error
+    assert "not JSON-serialisable" in task.error
 
 
 def test_task_whose_function_is_no_longer_registered_fails(drain):

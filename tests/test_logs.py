@@ -53,3 +53,9 @@ def test_log_limit_keeps_the_latest_lines(drain):
         task.log(f"line {i}", limit=3)
     task.refresh_from_db()
     assert task.format_logs() == "line 2\nline 3\nline 4"
+
+
+def test_a_line_holding_nul_is_stored_escaped():
+    pending = tasks.echo.delay_args(submit=False)
+    pending.log("before\x00after")  # not running: written at once
+    assert Task.objects.get(pk=pending.pk).format_logs() == "before\\x00after"

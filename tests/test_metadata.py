@@ -126,3 +126,26 @@ def test_the_databases_look_for_work_takes_the_highest_priority_first():
     high = tasks.echo.using(priority=7).delay("high")
     assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
     assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [low.pk]
+
+
+def test_a_progress_message_holding_nul_is_stored_escaped_and_numbers_must_be_finite():
+    pending = tasks.echo.delay_args(submit=False)
+    pending.progress(1, 2, "half\x00way")  # not running: written at once
+    assert Task.objects.get(pk=pending.pk).progress["message"] == "half\\x00way"
+    for current, total in ((float("nan"), 2), (1, float("inf")), (10 ** 400, None)):
+        with pytest.raises(InvalidTask, match="finite numbers of 0 or more"):
+            pending.progress(current, total)
+    assert Task.objects.get(pk=pending.pk).progress["current"] == 1
+
+
+def test_fields_for_columns_of_the_projects_model_refuse_nul_too(monkeypatch):
+    from cq import metadata
+
+    # A task model with a text column of its own (CQ_TASK_MODEL), as own_columns() reports it.
+    monkeypatch.setattr(metadata, "own_columns", lambda: {"owner_name": "owner_name"})
+    row = Task(func_name="x")
+    with pytest.raises(InvalidTask, match="column 'owner_name' of task 'x'.*NUL"):
+        metadata.apply_fields(row, {"owner_name": "a\x00b"})
+    with pytest.raises(InvalidTask, match="NUL character"):
+        metadata.apply_fields(row, {"note": "a\x00b"})
+    assert row.fields == {}

@@ -49,10 +49,20 @@ def test_schedule_task_refuses_bad_input_and_writes_nothing():
         schedule_task(RepeatingTask, "* * * * *", "no.such.task")
     with pytest.raises(ValidationError, match="not a known time zone"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, timezone="Nowhere/City")
-    with pytest.raises(ValidationError, match="Not JSON-serialisable"):
+    with pytest.raises(ValidationError, match="not JSON-serialisable"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, args=[object()])
     with pytest.raises(ValidationError, match="JSON object"):
         schedule_task(RepeatingTask, "* * * * *", tasks.echo, kwargs=["not", "a", "dict"])
+    # What the database or a worker could not take: refused here, not when the task fires.
+    with pytest.raises(ValidationError, match="hold NaN at \\[0\\]"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, args=[float("nan")])
+    with pytest.raises(ValidationError, match="NUL character"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, kwargs={"x": "a\x00b"})
+    for ttl in (-1, 2 ** 31, 2.5):
+        with pytest.raises(ValidationError, match="result_ttl= takes a whole number"):
+            schedule_task(RepeatingTask, "* * * * *", tasks.echo, result_ttl=ttl)
+    with pytest.raises(ValidationError, match="not a known time zone"):
+        schedule_task(RepeatingTask, "* * * * *", tasks.echo, timezone="Europe/Paris\x00")
     assert RepeatingTask.objects.count() == count
 
 
@@ -195,3 +205,18 @@ def test_a_row_naming_an_unregistered_function_skips_its_slot_and_others_still_f
     assert broken.next_run > timezone.now() and broken.last_task is None
     assert fine.last_task is not None
     assert "no task function is registered as 'tests.gone'" in caplog.text
+
+
+def test_a_row_with_values_cq_would_not_store_skips_its_slot_once(caplog):
+    from cq.validation import MAX_DEPTH
+
+    deep: object = 1
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    broken = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.echo, coalesce=False))
+    RepeatingTask.objects.filter(pk=broken.pk).update(args=[deep])  # around its validation
+    Scheduler(lease=_no_lease()).tick()
+    broken.refresh_from_db()
+    assert broken.next_run > timezone.now() and broken.last_task is None
+    assert not Task.objects.exists()
+    assert f"The args of task 'echo' nest lists and objects deeper than {MAX_DEPTH} levels" in caplog.text

@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cq.conf import settings
-from cq.registry import QUEUE_NAME
 from cq.scheduler import Scheduler
 from cq.supervisor import Supervisor
+from cq.validation import QUEUE_RULE, is_queue_name
 from cq.worker import Worker
 
 
@@ -40,9 +40,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, concurrency: int, queues: str, max_tasks_per_child: int | None,
                poll_interval: float | None, burst: bool, scheduler: bool | None, **options: Any) -> None:
         names = [name.strip() for name in queues.split(",") if name.strip()]
-        bad = [name for name in names if not QUEUE_NAME.fullmatch(name)]
+        bad = [name for name in names if not is_queue_name(name)]
         if not names or bad:
-            raise CommandError(f"--queues takes names of 1-50 of a-z, 0-9, _ and -, not {queues!r}.")
+            raise CommandError(f"--queues takes names of {QUEUE_RULE}, not {queues!r}.")
         if burst:
             worker = Worker(queues=names, poll_interval=poll_interval, queued_grace=0)
             with worker.beating():
