@@ -42,26 +42,33 @@ def events_layers(layers: dict[str, Any], redis_url: str) -> dict[str, Any]:
                                   "CONFIG": {"hosts": [redis_url], "prefix": "cqtest-events"}}}
 
 
-def process_env(settings: dict[str, Any] | None = None, redis_url: str | None = None) -> dict[str, str]:
-    """The environment of a process that works on this test's database, with extra settings."""
+def process_env(settings: dict[str, Any] | None = None, redis_url: str | None = None,
+                pg_port: int | None = None) -> dict[str, str]:
+    """The environment of a process that works on this test's database, with extra settings;
+    ``pg_port`` sends its PostgreSQL connections to that port of 127.0.0.1 (a fault-injecting
+    proxy: tests/faults/proxy.py)."""
     from django.db import connection
 
     env = {**os.environ, "CQ_TEST_DB_NAME": connection.settings_dict["NAME"], "PYTHONPATH": str(ROOT),
            "CQ_TEST_SETTINGS_JSON": json.dumps(settings or {}), "CQ_TEST_LOG_LEVEL": "INFO"}
     if redis_url:
         env["CQ_TEST_REDIS_URL"] = redis_url
+    if pg_port is not None:
+        assert connection.vendor == "postgresql", "pg_port is for PostgreSQL test runs only"
+        env["CQ_TEST_PG_HOST"], env["CQ_TEST_PG_PORT"] = "127.0.0.1", str(pg_port)
     return env
 
 
 class WorkerProcess:
-    """``manage.py cq_runworker`` in a subprocess, on the test database; its output goes to a file."""
+    """``manage.py cq_runworker`` in a subprocess, on the test database; its output goes to a file.
+    With ``pg_port``, its database connections go through that port (see :func:`process_env`)."""
 
     def __init__(self, *args: str, settings: dict[str, Any] | None = None, redis_url: str | None = None,
-                 log: Path) -> None:
+                 pg_port: int | None = None, log: Path) -> None:
         self.log = log
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *self.command(), *args], cwd=ROOT, env=process_env(settings, redis_url),
+            [sys.executable, *self.command(), *args], cwd=ROOT, env=process_env(settings, redis_url, pg_port),
             stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def command(self) -> list[str]:

@@ -437,3 +437,38 @@ def steps_when_told(cqt, steps, gate):
         cqt.progress(step, steps, f"step {step} of {steps}")
         cqt.log(f"finished step {step}")
     return steps
+
+
+# -- fault tests (database) --
+# tests/faults/test_database.py: worker processes whose PostgreSQL connections go through a
+# fault-injecting proxy. Each run leaves a Record, so that a test counts how often a function ran.
+
+
+@task(atomic=False)
+def finishes_on_marker(cqt, key, marker, timeout=30):
+    """Leaves a Record (committed at once), then waits without touching the database until the
+    file ``marker`` exists, and returns: the test decides when it finishes."""
+    Record.objects.create(key=key)
+    deadline = time.monotonic() + timeout
+    while not Path(marker).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no file {marker} within {timeout} s")
+        time.sleep(0.01)
+    return f"{key} done"
+
+
+@task(atomic=False, retries=3)
+def counts_run_with_retries(cqt, key):
+    """Non-atomic and retried on any error: its Record is written (and kept) as it runs."""
+    Record.objects.create(key=key)
+    return key
+
+
+@task(retries=3)
+def counts_run_atomic_with_retries(cqt, key, runs):
+    """Atomic and retried on any error: its Record commits with its outcome; each run also adds a
+    line to the file ``runs``, which no rollback takes back."""
+    with open(runs, "a") as out:
+        out.write(f"{key}\n")
+    Record.objects.create(key=key)
+    return key
