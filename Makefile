@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-peers browser install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
+.PHONY: bench bench-peers browser faketime install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,20 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# The fault tests (tests/faults) run a sweeper with its clock shifted through libfaketime; installed once, likewise.
+FAKETIME := /usr/bin/faketime
+$(FAKETIME):
+	@echo "Installing Debian's faketime for the fault tests..."
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime \
+	  || ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	       --no-install-recommends faketime )
+
+faketime: $(FAKETIME)
+
 lint: install
 	$(VENV)/bin/ruff check cq tests demo bench
 
-test: install browser
+test: install browser faketime
 	$(MAKE) lint
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
@@ -43,12 +53,12 @@ test-sqlite: install browser
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m 'custom_model and not postgres' $(PYTEST_ARGS)
 
 # The demo keeps its own SQLite database: its test runs in the SQLite pass only.
-test-postgres: install
+test-postgres: install faketime
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model and not demo and not browser' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 # The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
-test-django6:
+test-django6: faketime
 	@if [ -z "$(PYTHON312)" ]; then echo "test-django6: no python3.12 found, nothing run"; exit 1; fi
 	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
 	  $(VENV6)/bin/pip install -q --upgrade pip && \

@@ -61,14 +61,16 @@ def process_env(settings: dict[str, Any] | None = None, redis_url: str | None = 
 
 class WorkerProcess:
     """``manage.py cq_runworker`` in a subprocess, on the test database; its output goes to a file.
-    With ``pg_port``, its database connections go through that port (see :func:`process_env`)."""
+    With ``pg_port``, its database connections go through that port (see :func:`process_env`);
+    ``prefix`` runs it through another command (``unshare ...``, ``faketime ...``)."""
 
     def __init__(self, *args: str, settings: dict[str, Any] | None = None, redis_url: str | None = None,
-                 pg_port: int | None = None, log: Path) -> None:
+                 pg_port: int | None = None, log: Path, prefix: tuple[str, ...] = ()) -> None:
         self.log = log
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *self.command(), *args], cwd=ROOT, env=process_env(settings, redis_url, pg_port),
+            [*prefix, sys.executable, *self.command(), *args], cwd=ROOT,
+            env=process_env(settings, redis_url, pg_port),
             stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def command(self) -> list[str]:

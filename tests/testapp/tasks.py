@@ -472,3 +472,67 @@ def counts_run_atomic_with_retries(cqt, key, runs):
         out.write(f"{key}\n")
     Record.objects.create(key=key)
     return key
+
+
+# -- fault tests (processes) --
+# tests/faults/: each one names the fault of issue 14 it serves.
+
+#: Text with a NUL character: Python and JSON take it, PostgreSQL's text and jsonb refuse it.
+NUL_TEXT = "before\x00after"
+
+
+class Abort(BaseException):
+    """Not an ``Exception``: what a task raising it does to its worker process is the fault."""
+
+
+@task
+def puts_nul(cqt, where):
+    """Puts :data:`NUL_TEXT` in its error ("error"), only in its traceback ("traceback"), in a log
+    line ("log") or in its progress message ("progress"); returns ``where`` if it did not raise."""
+    if where == "error":
+        raise ValueError(NUL_TEXT)
+    if where == "traceback":
+        try:
+            raise ValueError(NUL_TEXT)
+        except ValueError as error:
+            raise RuntimeError("a clean message, caused by a NUL one") from error
+    if where == "log":
+        cqt.log(NUL_TEXT)
+    if where == "progress":
+        cqt.progress(1, 2, NUL_TEXT)
+    return where
+
+
+@task
+def returns_value(cqt, kind, n=0):
+    """Returns ``f"ok {n}"``, or (``kind`` "nan", "inf" or "nul") a value that ``json.dumps``
+    accepts and PostgreSQL's jsonb refuses. Quick and atomic: it runs in batches."""
+    return {"ok": f"ok {n}", "nan": float("nan"), "inf": float("inf"), "nul": NUL_TEXT}[kind]
+
+
+@task(atomic=False)
+def holds_the_gil(cqt, seconds):
+    """Sleeps in C without releasing the GIL (a call through ``ctypes.PyDLL`` keeps it), so no
+    other thread of its process runs meanwhile; returns "woke"."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(seconds)
+    return "woke"
+
+
+@task(atomic=False, retry_on_lost=True)
+def runs_again_when_lost(cqt, key, first, later):
+    """Leaves a Record, sleeps ``first`` seconds on its first run and ``later`` on the others;
+    returns which run it was ("run 1", "run 2", ...)."""
+    Record.objects.create(key=key)
+    run = Record.objects.filter(key=key).count()
+    time.sleep(first if run == 1 else later)
+    return f"run {run}"
+
+
+@task
+def raises_base_exception(cqt, kind):
+    """Raises ``KeyboardInterrupt`` or :class:`Abort`, neither of them an ``Exception``."""
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt("raised by the task")
+    raise Abort("raised by the task")
