@@ -447,13 +447,15 @@ def steps_when_told(cqt, steps, gate):
 @task(atomic=False)
 def finishes_on_marker(cqt, key, marker, timeout=30):
     """Leaves a Record (committed at once), then waits without touching the database until the
-    file ``marker`` exists, and returns: the test decides when it finishes."""
+    file ``marker`` exists, and returns: the test decides when it finishes. Just before it returns
+    it creates ``<marker>.returned``, so that the test knows when that was."""
     Record.objects.create(key=key)
     deadline = time.monotonic() + timeout
     while not Path(marker).exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"no file {marker} within {timeout} s")
         time.sleep(0.01)
+    Path(f"{marker}.returned").touch()
     return f"{key} done"
 
 
