@@ -50,7 +50,7 @@ def claimed_together(task_ids: list[Any]) -> int:
 
 def claimed_with_others(task: Task) -> bool:
     """Whether another task was claimed in the same UPDATE as ``task`` (they share their ``started``)."""
-    started = Task.objects.get(pk=task.pk).started
+    started = Task.objects.filter(pk=task.pk).values_list("started", flat=True).get()
     return Task.objects.filter(started=started).exclude(pk=task.pk).exists()
 
 
