@@ -95,3 +95,14 @@ def test_a_full_channel_drops_doorbells_but_no_task(settings, caplog):
     assert len(doorbell.listen(["default"], 10, 0)) == 2
     assert Worker(queued_grace=0).drain() == 5
     assert [t.wait().result for t in created] == [[i] for i in range(5)]
+
+
+def test_a_doorbell_on_another_queues_channel_runs_nothing(drain):
+    """A doorbell of a "reports" task rung on the default queue's channel (by mistake, or by a
+    hand): a worker of the default queue does not claim it; the task waits for its own workers."""
+    task = tasks.report.delay("elsewhere")
+    doorbell.ring([task.pk])  # the default channel
+    assert drain() == 0
+    assert Task.objects.get(pk=task.pk).status == Task.STATUS_QUEUED
+    assert Worker(queues=["reports"], queued_grace=3600).drain() == 1
+    assert task.wait().result == "report elsewhere"
