@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import registry, signals, validation
+from .statuses import TaskStatus as S
 
 try:  # Django 6.0 and later
     from django.tasks import Task as DjangoTask
@@ -58,16 +59,16 @@ except ImportError:  # Django 5.2 with the django-tasks package
 
 #: cq's statuses as Django's four (see the README's table).
 STATUSES = {
-    "P": TaskResultStatus.READY, "Q": TaskResultStatus.READY, "Y": TaskResultStatus.READY,
-    "R": TaskResultStatus.RUNNING, "W": TaskResultStatus.RUNNING,
-    "S": TaskResultStatus.SUCCESSFUL,
-    "F": TaskResultStatus.FAILED, "I": TaskResultStatus.FAILED, "L": TaskResultStatus.FAILED,
-    "E": TaskResultStatus.FAILED,
+    S.PENDING: TaskResultStatus.READY, S.QUEUED: TaskResultStatus.READY, S.RETRY: TaskResultStatus.READY,
+    S.RUNNING: TaskResultStatus.RUNNING, S.WAITING: TaskResultStatus.RUNNING,
+    S.SUCCESS: TaskResultStatus.SUCCESSFUL,
+    S.FAILURE: TaskResultStatus.FAILED, S.INCOMPLETE: TaskResultStatus.FAILED, S.LOST: TaskResultStatus.FAILED,
+    S.REVOKED: TaskResultStatus.FAILED,
 }
 FINISHED = frozenset({TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED})
 #: What an unfinished run that ended without an exception of its own reports as its error.
-ENDED_WITHOUT_ERROR = {"E": "cq.exceptions.TaskRevoked", "I": "cq.exceptions.SubtaskFailed",
-                       "L": "cq.exceptions.TaskLost"}
+ENDED_WITHOUT_ERROR = {S.REVOKED: "cq.exceptions.TaskRevoked", S.INCOMPLETE: "cq.exceptions.SubtaskFailed",
+                       S.LOST: "cq.exceptions.TaskLost"}
 #: ``OPTIONS`` of a backend, with their defaults: cq's own options of every task it runs.
 DEFAULT_OPTIONS = {"retries": 0, "retry_on_lost": False, "time_limit": None, "soft_time_limit": None,
                    "atomic": False, "result_ttl": None}

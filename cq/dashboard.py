@@ -34,7 +34,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         found, problem = filter_tasks(Task._default_manager.order_by("-created"), query), None
     except Refused as refusal:
         found, problem = Task._default_manager.none(), refusal.message
-    return render(request, "cq/task_list.html", {
+    return _page(request, "cq/task_list.html", {
         "tasks": found[:PAGE], "statuses": TaskStatus.choices, "functions": registry.names(),
         "finished_statuses": [(code, label) for code, label in TaskStatus.choices if code in DONE],
         "windows": WINDOWS, "has_owner": any(field.name == "owner" for field in Task._meta.fields),
@@ -52,12 +52,12 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     progress = task.tree_progress
     if task.status == TaskStatus.SUCCESS:
         progress = {**progress, "percent": 100}
-    return render(request, "cq/task.html", {
+    return _page(request, "cq/task.html", {
         "task": task, "tree": tree_of(task), "logs": task.logs, "progress": progress,
         "result": json.dumps(task.result, indent=2, sort_keys=True),
         # The actions the API would take (cq.api answers 409 to the others).
         "revocable": task.status in REVOCABLE,
-        "retryable": task.parent_id is None and task.status in {TaskStatus.FAILURE, TaskStatus.LOST},
+        "retryable": task.parent_id is None and TaskStatus(task.status).retryable,
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),
     })
 
@@ -114,7 +114,7 @@ def workers(request: HttpRequest) -> HttpResponse:
         age = (now - worker.last_heartbeat).total_seconds()
         rows.append({"worker": worker, "age": age,
                      "alive": worker.stopped is None and age <= settings.WORKER_TIMEOUT})
-    return render(request, "cq/workers.html", {"rows": rows})
+    return _page(request, "cq/workers.html", {"rows": rows})
 
 
 @staff_member_required
@@ -122,5 +122,11 @@ def queues(request: HttpRequest) -> HttpResponse:
     """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited."""
     now = timezone.now()
     rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in queue_depths(now)]
-    return render(request, "cq/queues.html", {"rows": rows})
+    return _page(request, "cq/queues.html", {"rows": rows})
 
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """Render a dashboard page, with the statuses its script needs (their labels, which are final)
+    given by the server rather than copied into the script."""
+    statuses = {"labels": dict(TaskStatus.choices), "final": sorted(DONE)}
+    return render(request, template, {**context, "cq_statuses": statuses}, status=status)

@@ -13,7 +13,7 @@ from . import current, doorbell, events, registry, transitions, validation
 from .conf import settings
 from .exceptions import DuplicateSubmitError, InvalidTask
 from .metadata import apply_fields, own_columns
-from .models import ACTIVE, DONE, TaskStatus, get_task_model
+from .models import DONE, UNFINISHED, TaskStatus, get_task_model
 
 Task = get_task_model()
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
                      "priority", "unique_key"})
 #: Statuses in which a task holds its ``unique_key``: the partial unique constraint's, in its order.
-HOLDS_KEY = sorted(ACTIVE | {TaskStatus.RETRY})
+HOLDS_KEY = sorted(UNFINISHED)
 
 
 def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,

@@ -21,35 +21,12 @@ from django.utils import timezone
 from .conf import settings
 from .cron import validate_crontab, validate_timezone
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
+from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, TaskStatus  # noqa: F401  (public here)
 
 #: The task model's label, for foreign keys: ``settings.CQ_TASK_MODEL`` (set by cq's app config).
 TASK_MODEL = django_settings.CQ_TASK_MODEL
 
-
-class TaskStatus(models.TextChoices):
-    """django-cq's one-letter status codes, with readable labels."""
-
-    PENDING = "P", "Pending"
-    RETRY = "Y", "Retry"
-    QUEUED = "Q", "Queued"
-    RUNNING = "R", "Running"
-    FAILURE = "F", "Failure"
-    SUCCESS = "S", "Success"
-    WAITING = "W", "Waiting"
-    INCOMPLETE = "I", "Incomplete"
-    LOST = "L", "Lost"
-    REVOKED = "E", "Revoked"
-
-
 S = TaskStatus
-#: Statuses a task never leaves on its own.
-DONE = frozenset({S.FAILURE, S.SUCCESS, S.INCOMPLETE, S.LOST, S.REVOKED})
-#: Finished, but not well.
-ERROR = frozenset({S.FAILURE, S.INCOMPLETE, S.LOST, S.REVOKED})
-#: What ``Task.objects.active()`` lists (django-cq leaves RETRY out; so do we).
-ACTIVE = frozenset({S.PENDING, S.QUEUED, S.RUNNING, S.WAITING})
-#: What ``revoke()`` may still stop.
-REVOCABLE = frozenset({S.PENDING, S.RETRY, S.QUEUED, S.RUNNING, S.WAITING})
 
 
 class TaskQuerySet(models.QuerySet):
@@ -197,7 +174,7 @@ class AbstractTask(models.Model):
             models.Index(fields=["started"], name=N + "run", condition=models.Q(status=S.RUNNING)),
             # Coalescing repeating tasks: is one of this function still active?
             models.Index(fields=["func_name"], name=N + "func",
-                         condition=models.Q(status__in=sorted(ACTIVE | {S.RETRY}))),
+                         condition=models.Q(status__in=sorted(UNFINISHED))),
             # Settling a parent looks for its first unsuccessful subtask; trees and chains are
             # walked by parent, top and previous; deletes follow every reference.
             models.Index(fields=["parent", "status"], name=N + "parent",
@@ -221,7 +198,7 @@ class AbstractTask(models.Model):
             # unique_key: the database refuses a second active task with the same key. Rows without
             # a key stay out of the index: each change of status would add an entry otherwise.
             models.UniqueConstraint(fields=["unique_key"], name=N + "uniq",
-                                    condition=models.Q(status__in=sorted(ACTIVE | {S.RETRY}),
+                                    condition=models.Q(status__in=sorted(UNFINISHED),
                                                        unique_key__isnull=False)),
         ]
 

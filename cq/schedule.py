@@ -20,14 +20,14 @@ from django.utils import timezone
 from . import dispatch, doorbell, registry, validation
 from .cron import next_fire, validate_crontab, validate_timezone
 from .exceptions import InvalidTask, TaskNotRegistered
-from .models import ACTIVE, RepeatingTask, TaskStatus, get_task_model
+from .models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
 
 Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 
 #: Statuses during which a coalescing repeating task does not launch again.
-STILL_RUNNING = ACTIVE | {TaskStatus.RETRY}
+STILL_RUNNING = UNFINISHED
 
 
 def validate_repeating_task(rt: Any) -> None:

@@ -38,7 +38,7 @@ from django.utils import timezone
 from . import dispatch, doorbell, registry, validation
 from .conf import settings
 from .exceptions import InvalidTask
-from .models import DONE, TaskStatus, get_task_model
+from .models import DONE, UNFINISHED, TaskStatus, get_task_model
 from .registry import task
 from .signatures import Signature, as_signature
 
@@ -52,7 +52,7 @@ NAMES = frozenset({GROUP, STAGE, CHORD, STAGES})
 #: Failures named in an error message; the result lists them all.
 MAX_NAMED = 10
 
-_UNFINISHED = sorted(set(S) - DONE)
+_UNFINISHED = sorted(UNFINISHED)
 
 
 @dataclass(frozen=True)

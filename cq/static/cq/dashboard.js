@@ -1,8 +1,9 @@
 // Keeps a dashboard page current from cq's websocket, and sends its buttons to the JSON API.
 (function () {
   "use strict";
-  const labels = {P: "Pending", Y: "Retry", Q: "Queued", R: "Running", F: "Failure", S: "Success",
-                  W: "Waiting", I: "Incomplete", L: "Lost", E: "Revoked"};
+  // The statuses' labels, and which are final, as the server's TaskStatus says (never copied here).
+  const statuses = JSON.parse(document.getElementById("cq-statuses").textContent);
+  const labels = statuses.labels;
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
   const chart = throughputChart();
   const PAGE = 100;
@@ -87,7 +88,7 @@
     setInterval(draw, 30000);
     return {
       add(event) {
-        if (!"FSILE".includes(event.status)) return;
+        if (!statuses.final.includes(event.status)) return;
         const at = Date.parse(event.at);
         slide(at);
         const i = Math.floor((at - start) / 60000);

@@ -1,0 +1,56 @@
+"""TaskStatus is the one place that says what the statuses are and which groups they form; every
+map keyed by status elsewhere must cover every member, and each test below names the map to mend
+when one is added."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cq import backends
+from cq.management.commands.cq_maintenance import CLEARABLE
+from cq.models import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, TaskStatus
+
+S = TaskStatus
+CSS = Path(backends.__file__).parent / "static" / "cq" / "dashboard.css"
+
+
+def test_the_groups_are_django_cqs():
+    assert DONE == {S.SUCCESS, S.FAILURE, S.INCOMPLETE, S.LOST, S.REVOKED}
+    assert ERROR == DONE - {S.SUCCESS}
+    assert ACTIVE == {S.PENDING, S.QUEUED, S.RUNNING, S.WAITING}
+    assert REVOCABLE == set(S) - DONE
+    assert RETRYABLE == {S.FAILURE, S.LOST}
+    assert all(status.final == (status in DONE) for status in S)
+
+
+def test_every_status_has_a_django_status():
+    missing = set(S) - set(backends.STATUSES)
+    assert not missing, f"cq.backends.STATUSES has no Django status for {sorted(missing)}"
+    assert {status for status in S if backends.STATUSES[status] in backends.FINISHED} == DONE
+    assert set(backends.ENDED_WITHOUT_ERROR) == ERROR - {S.FAILURE}, (
+        "cq.backends.ENDED_WITHOUT_ERROR names the exception of each failed status but FAILURE")
+
+
+def test_maintenance_can_clear_every_final_status_and_pending_ones():
+    missing = (DONE | {S.PENDING}) - set(CLEARABLE.values())
+    assert not missing, f"cq_maintenance's CLEARABLE has no flag for {sorted(missing)}"
+
+
+def test_the_dashboard_has_a_colour_for_every_status():
+    coloured = {code for selectors, body in re.findall(r"([^{}]*)\{([^}]*)\}", CSS.read_text())
+                if re.search(r"(^|[;\s])color:", body) for code in re.findall(r"\.status-([A-Z])\b", selectors)}
+    missing = {status for status in S if status.value not in coloured}
+    assert not missing, f"cq/static/cq/dashboard.css has no colour for {sorted(missing)}"
+
+
+@pytest.mark.django_db
+def test_the_dashboard_script_reads_the_statuses_from_the_page(admin_client):
+    page = admin_client.get("/cq/").content.decode()
+    assert '<script id="cq-statuses" type="application/json">' in page
+    for status in S:
+        assert f'"{status.value}": "{status.label}"' in page
+    script = (CSS.parent / "dashboard.js").read_text()
+    assert not re.search(r"\b[A-Z]: \"(Pending|Success)\"|\"FSILE\"", script), "dashboard.js copies the statuses"
