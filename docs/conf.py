@@ -54,10 +54,12 @@ nitpick_ignore = [("py:exc", "ImproperlyConfigured"), ("py:exc", "ValidationErro
 
 html_theme = "alabaster"
 html_title = "cq"
-html_static_path = []
+html_static_path = ["_static"]  # custom.css, which alabaster loads by itself
 html_theme_options = {
     "description": "A durable task queue that lives inside Django and Channels.",
     "fixed_sidebar": True,
+    "page_width": "1180px",
+    "sidebar_width": "240px",
     "show_relbars": True,
 }
 html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
