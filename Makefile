@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-peers browser faketime install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
+.PHONY: bench bench-peers browser docs faketime install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ test-django6: faketime
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
+# The documentation site (docs/) as HTML in docs/_build/html. Warnings are errors (-W), every
+# reference must resolve (-n), and -E reads every page again, so that a warning is never hidden
+# by a page or a docstring that did not change since the last build.
+docs: install
+	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
 # The demo site (daphne and two worker processes) until Ctrl-C; DEMO_PORT, DATABASE_URL, REDIS_URL.
 demo: install
 	$(PY) demo/run.py
@@ -77,7 +83,7 @@ demo-check: install
 	$(PY) demo/run.py --check
 
 clean:
-	rm -rf $(VENV) $(VENV6) $(PEERS_VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV6) $(PEERS_VENV) build *.egg-info docs/_build
 
 # cq's own figures on this machine (PostgreSQL database cq_bench, Redis db 8); see bench/run.py.
 bench: install
