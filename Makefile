@@ -52,9 +52,10 @@ test-sqlite: install browser
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest -m 'not soak and not custom_model and not postgres' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=sqlite $(PY) -m pytest --ds=tests.settings_custom -m 'custom_model and not postgres' $(PYTEST_ARGS)
 
-# The demo keeps its own SQLite database: its test runs in the SQLite pass only.
+# The demo keeps its own SQLite database, and the browser tests (tests/browser) drive the SQLite site:
+# they run in the SQLite pass only.
 test-postgres: install faketime
-	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m 'not soak and not custom_model and not demo and not browser' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ignore=tests/browser -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 # The same suite on Django 6.x (PostgreSQL), when a Python 3.12+ is installed.
@@ -63,7 +64,7 @@ test-django6: faketime
 	[ -f $(VENV6)/.installed ] || ( $(PYTHON312) -m venv $(VENV6) && \
 	  $(VENV6)/bin/pip install -q --upgrade pip && \
 	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
-	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest -m 'not soak and not custom_model and not demo and not browser' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest --ignore=tests/browser -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
 
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 This is the one place that says which statuses are final, failed, active,
 revocable or retryable. Every map keyed by status elsewhere (Django's statuses
 in ``cq.backends``, ``cq_maintenance``'s flags, the dashboard's colours) is
-checked against the members here by ``tests/test_statuses.py``. It imports no
+checked against the members here by ``tests/unit/test_statuses.py``. It imports no
 models, so that ``cq.backends`` may use it at import time.
 """
 

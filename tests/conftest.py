@@ -96,6 +96,14 @@ async def database_thread():
 
 
 @pytest.fixture
+def owned():
+    """The task model of the custom_model tests (tests.settings_custom): customtask.OwnedTask."""
+    from tests.customtask.models import OwnedTask  # its app is installed by tests.settings_custom only
+
+    return OwnedTask
+
+
+@pytest.fixture
 def events_layer(settings):
     """Live events on: the "default" layer on the test Redis, which the websocket consumer reads."""
     settings.CHANNEL_LAYERS = events_layers(settings.CHANNEL_LAYERS, settings.REDIS_URL)

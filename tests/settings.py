@@ -53,7 +53,7 @@ CHANNEL_LAYERS = {
     },
 }
 CQ_RETRY_BACKOFF = 0
-# Django's Tasks framework on cq (tests/test_backends.py).
+# Django's Tasks framework on cq (tests/unit/test_backends.py, tests/integration/test_backends.py).
 TASKS = {"default": {"BACKEND": "cq.backends.CQBackend", "QUEUES": ["default", "reports"]}}
 
 INSTALLED_APPS = [

@@ -1,4 +1,4 @@
-"""What the fault tests of tests/faults share: settings, waiting for outcomes, a locked row.
+"""What the fault tests (tests/faults) share: settings, waiting for outcomes, a locked row.
 
 Worker names are opaque here (they will carry an incarnation id): a process's pid comes from
 its ``Worker`` row, never from its name.
@@ -13,11 +13,14 @@ from typing import Any
 
 import psycopg
 from django.db import connection
+from django.db.models import Count
 
 from cq.models import Task, Worker
 from tests.helpers import eventually
-from tests.test_faults import FAST
+from tests.testapp.models import Record
 
+#: Worker settings that find lost doorbells, silent workers and stopping ones quickly.
+FAST = {"CQ_QUEUED_GRACE": 1.0, "CQ_HEARTBEAT_INTERVAL": 0.5, "CQ_SHUTDOWN_GRACE": 30.0}
 #: FAST, with a sweeper that finds a silent worker's tasks within about two seconds.
 SWEEPING = {**FAST, "CQ_HEARTBEAT_INTERVAL": 0.3, "CQ_WORKER_TIMEOUT": 2.0, "CQ_SWEEP_INTERVAL": 0.3,
             "CQ_SCHEDULER_INTERVAL": 0.3, "CQ_SCHEDULER_LEASE": 1.0}
@@ -69,3 +72,32 @@ def row_locked(task: Task) -> Iterator[None]:
             yield
         finally:
             other.rollback()
+
+
+def running(task: Task) -> Task:
+    """Wait until ``task`` runs and its process's heartbeat names it. A RUNNING row alone is not
+    enough: a process killed before it told its supervisor that it started the task leaves the
+    task claimed but not started, and the supervisor rightly puts it back rather than LOST."""
+    eventually(lambda: Worker.objects.filter(current_task=task.pk).exists(), 30,
+               f"task {task.func_name} to start running")
+    task = Task.objects.get(pk=task.pk)
+    assert task.status == Task.STATUS_RUNNING, task.status
+    return task
+
+
+def pid_of(worker_name: str) -> int:
+    """The pid of the worker process whose incarnation is named ``worker_name``."""
+    return Worker.objects.get(name=worker_name).pid
+
+
+def finished(tasks_: list[Task], timeout: float = 60) -> None:
+    ids = [t.pk for t in tasks_]
+    eventually(lambda: not Task.objects.filter(pk__in=ids).exclude(status__in=Task.STATUS_DONE).exists(),
+               timeout, f"{len(ids)} tasks to finish")
+
+
+def assert_ran_once_each(keys: list[str]) -> None:
+    counts = dict(Record.objects.filter(key__in=keys).values("key").annotate(n=Count("id")).values_list("key", "n"))
+    missing = [k for k in keys if k not in counts]
+    twice = {k: n for k, n in counts.items() if n != 1}
+    assert not missing and not twice, f"{len(missing)} never ran, {len(twice)} ran more than once"

@@ -21,8 +21,7 @@ from django.db import connection, transaction
 from cq import doorbell
 from cq.canvas import group
 from cq.models import Task
-from tests.faults.common import listing, outcome, row_locked, wait_until
-from tests.test_faults import FAST, finished
+from tests.faults.common import FAST, finished, listing, outcome, row_locked, wait_until
 from tests.testapp import tasks
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

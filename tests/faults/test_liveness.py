@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from cq.models import Task, Worker
-from tests.faults.common import SWEEPING, final, outcome, pid_running
+from tests.faults.common import SWEEPING, final, outcome, pid_running, running
 from tests.helpers import ROOT, eventually, process_env
-from tests.test_faults import running
 from tests.testapp import tasks
 from tests.testapp.models import Record
 

@@ -19,9 +19,19 @@ from pathlib import Path
 import pytest
 
 from cq.models import Task, Worker
-from tests.faults.common import SWEEPING, final, listing, outcome, pid_running, row_locked
+from tests.faults.common import (
+    FAST,
+    SWEEPING,
+    assert_ran_once_each,
+    final,
+    finished,
+    listing,
+    outcome,
+    pid_running,
+    row_locked,
+    running,
+)
 from tests.helpers import eventually
-from tests.test_faults import FAST, assert_ran_once_each, finished, running
 from tests.testapp import tasks
 from tests.testapp.models import Record
 

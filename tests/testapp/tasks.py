@@ -316,7 +316,7 @@ def renames_organisation(cqt, name):
     return cqt.organisation
 
 
-# Unique tasks, concurrency and rate limits (test_controls.py).
+# Unique tasks, concurrency and rate limits (tests/unit/test_limits.py, tests/unit/test_unique_keys.py).
 
 @task(atomic=False, concurrency_key=lambda customer, seconds=0: f"customer:{customer}", max_concurrency=1)
 def one_per_customer(cqt, customer, seconds=0):
@@ -347,7 +347,7 @@ def once_an_hour(cqt):
     return None
 
 
-# Groups, chords and stages (tests/test_workflows.py).
+# Groups, chords and stages (tests/unit/test_workflows.py).
 
 
 @task

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CQ_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("CQ_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
 # As root, in a sandboxed machine with no network: no sandbox, no GPU, no calls home.

@@ -13,13 +13,6 @@ from tests.testapp import tasks
 pytestmark = [pytest.mark.custom_model, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def owned():
-    from tests.customtask.models import OwnedTask
-
-    return OwnedTask
-
-
 def test_cq_uses_the_projects_task_model(owned):
     from cq.models import Task
 
@@ -51,14 +44,6 @@ def test_subtasks_chains_and_reruns_keep_to_the_projects_model(owned, drain):
     assert all(isinstance(t, owned) for t in parent.subtasks.all())
     again = parent.rerun()
     assert (again.owner, type(again)) == (ann, owned)
-
-
-def test_a_running_task_sets_its_own_columns(owned, start_worker):
-    worker = start_worker("-c", "1")
-    task = tasks.renames_organisation.using(fields={"organisation": "old"}).delay("new")
-    task = task.wait(30_000)
-    assert (task.status, task.result, task.organisation) == (owned.STATUS_SUCCESS, "new", "new")
-    assert worker.stop() == 0, worker.output
 
 
 def test_the_admin_lists_and_links_the_projects_tasks(owned, client, drain):

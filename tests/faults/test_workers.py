@@ -1,4 +1,5 @@
-"""Fault injection with real processes: killed workers, restarted and flushed Redis, time limits.
+"""Fault injection with real processes, on SQLite and PostgreSQL: killed workers, restarted and
+flushed Redis, time limits.
 
 Each test starts its own cq_runworker processes; those that break Redis start their own
 redis-server on a free port. Nothing here touches the shared Redis's other keys.
@@ -10,45 +11,14 @@ import os
 import signal
 
 import pytest
-from django.db.models import Count
 
 from cq.models import Task, Worker
+from tests.faults.common import FAST, assert_ran_once_each, finished, pid_of, running
 from tests.helpers import eventually
 from tests.testapp import tasks
 from tests.testapp.models import Record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FAST = {"CQ_QUEUED_GRACE": 1.0, "CQ_HEARTBEAT_INTERVAL": 0.5, "CQ_SHUTDOWN_GRACE": 30.0}
-
-
-def running(task: Task) -> Task:
-    """Wait until ``task`` runs and its process's heartbeat names it. A RUNNING row alone is not
-    enough: a process killed before it told its supervisor that it started the task leaves the
-    task claimed but not started, and the supervisor rightly puts it back rather than LOST."""
-    eventually(lambda: Worker.objects.filter(current_task=task.pk).exists(), 30,
-               f"task {task.func_name} to start running")
-    task = Task.objects.get(pk=task.pk)
-    assert task.status == Task.STATUS_RUNNING, task.status
-    return task
-
-
-def pid_of(worker_name: str) -> int:
-    """The pid of the worker process whose incarnation is named ``worker_name``."""
-    return Worker.objects.get(name=worker_name).pid
-
-
-def finished(tasks_: list[Task], timeout: float = 60) -> None:
-    ids = [t.pk for t in tasks_]
-    eventually(lambda: not Task.objects.filter(pk__in=ids).exclude(status__in=Task.STATUS_DONE).exists(),
-               timeout, f"{len(ids)} tasks to finish")
-
-
-def assert_ran_once_each(keys: list[str]) -> None:
-    counts = dict(Record.objects.filter(key__in=keys).values("key").annotate(n=Count("id")).values_list("key", "n"))
-    missing = [k for k in keys if k not in counts]
-    twice = {k: n for k, n in counts.items() if n != 1}
-    assert not missing and not twice, f"{len(missing)} never ran, {len(twice)} ran more than once"
 
 
 def test_killed_child_leaves_its_task_lost_and_is_replaced(start_worker):

@@ -8,12 +8,12 @@ from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from cq.models import Task
-from tests.browser import chromium, log_in, screenshot
+from tests.browser.common import chromium, log_in, screenshot
 from tests.helpers import SiteProcess, events_layers
 from tests.testapp import tasks
 from tests.testapp.models import Record
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 WAIT = 20_000  # ms: how long the page may take to show a change
 

@@ -1,0 +1,90 @@
+"""Live events (cq.events) and their websocket (cq.consumers), through a real Redis channel layer."""
+
+from __future__ import annotations
+
+import pytest
+
+from cq.models import Task
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+heard: list[tuple[str, dict]] = []
+
+
+def remember(task_id, event):
+    heard.append((task_id, event))
+
+
+@pytest.fixture
+def notifier(settings):
+    heard.clear()
+    settings.CQ_NOTIFIERS = ["tests.unit.test_events.remember"]
+    return heard
+
+
+def test_notifiers_hear_every_change_of_status_in_order(notifier, drain):
+    task = tasks.add.delay(1, 2)
+    drain()
+    assert [event["status"] for task_id, event in notifier if task_id == str(task.pk)] == ["Q", "R", "S"]
+    assert {event["func_name"] for _, event in notifier} == {tasks.add.name}
+
+
+def test_notifiers_hear_logs_progress_and_revokes(notifier, drain):
+    from tests.testapp.models import Record
+
+    Record.objects.create(key="open")
+    reporting = tasks.reports_progress.delay(1, "open")
+    drain()
+    kinds = [(event["event"], event.get("progress", {}).get("percent")) for _, event in notifier
+             if event["task"] == str(reporting.pk)]
+    assert ("progress", 100.0) in kinds
+    logging_task = tasks.logs_with_subtask.delay()
+    drain()
+    assert any(event["event"] == "log" and event["top"] == str(logging_task.pk) for _, event in notifier)
+    pending = tasks.echo.delay_args(submit=False)
+    pending.revoke()
+    assert (str(pending.pk), "E") in [(task_id, event["status"]) for task_id, event in notifier]
+
+
+def test_a_failing_notifier_is_logged_and_the_task_still_runs(settings, drain, caplog):
+    from django.core import checks
+
+    settings.CQ_NOTIFIERS = ["tests.unit.test_events.no_such_function_here", "tests.unit.test_events.heard"]
+    settings.CQ_TASK_ACCESS = "tests.nowhere.allow"
+    found = [(m.id, m.msg.split(",")[0]) for m in checks.run_checks() if m.id == "cq.E001"]
+    assert found == [("cq.E001", "CQ_NOTIFIERS names 'tests.unit.test_events.no_such_function_here'"),
+                     ("cq.E001", "CQ_NOTIFIERS names 'tests.unit.test_events.heard'"),
+                     ("cq.E001", "CQ_TASK_ACCESS names 'tests.nowhere.allow'")]
+    with pytest.raises(ImportError):
+        tasks.add.delay(1, 1)  # past the checks, a wrong path still fails where the change is made
+    settings.CQ_TASK_ACCESS = None
+    settings.CQ_NOTIFIERS = ["tests.unit.test_events.explode"]
+    task = tasks.add.delay(1, 1)
+    drain()
+    assert task.wait().status == Task.STATUS_SUCCESS
+    assert "Notifier" in caplog.text and "failed" in caplog.text
+
+
+def explode(task_id, event):
+    raise RuntimeError("notifier down")
+
+
+def test_task_finished_is_sent_once_per_final_status_after_the_commit(drain):
+    from django.db import transaction
+
+    from cq.signals import task_finished
+
+    heard = []
+
+    def receiver(sender, task, **kwargs):
+        heard.append((task.pk, task.status, transaction.get_connection().in_atomic_block))
+
+    task_finished.connect(receiver)
+    try:
+        done, failed, revoked = tasks.add.delay(1, 2), tasks.failing.delay(), tasks.echo.delay_args(submit=False)
+        revoked.revoke()
+        drain()
+    finally:
+        task_finished.disconnect(receiver)
+    assert sorted(heard) == sorted([(done.pk, "S", False), (failed.pk, "F", False), (revoked.pk, "E", False)])
