@@ -211,7 +211,7 @@ def _create(request: HttpRequest) -> Any:
     if options.get("eta") is not None:
         options["eta"] = _moment("eta", options["eta"])
     try:
-        return registry.get(name).delay_args(args, kwargs, **options)
+        return registry.require(name).delay_args(args, kwargs, **options)
     except InvalidTask as error:
         raise Refused(400, "invalid", str(error)) from None
 

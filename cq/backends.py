@@ -31,7 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import registry, signals, validation
-from .statuses import TaskStatus as S
+from .statuses import TaskStatus
 
 try:  # Django 6.0 and later
     from django.tasks import Task as DjangoTask
@@ -59,16 +59,17 @@ except ImportError:  # Django 5.2 with the django-tasks package
 
 #: cq's statuses as Django's four (see the README's table).
 STATUSES = {
-    S.PENDING: TaskResultStatus.READY, S.QUEUED: TaskResultStatus.READY, S.RETRY: TaskResultStatus.READY,
-    S.RUNNING: TaskResultStatus.RUNNING, S.WAITING: TaskResultStatus.RUNNING,
-    S.SUCCESS: TaskResultStatus.SUCCESSFUL,
-    S.FAILURE: TaskResultStatus.FAILED, S.INCOMPLETE: TaskResultStatus.FAILED, S.LOST: TaskResultStatus.FAILED,
-    S.REVOKED: TaskResultStatus.FAILED,
+    TaskStatus.PENDING: TaskResultStatus.READY, TaskStatus.QUEUED: TaskResultStatus.READY,
+    TaskStatus.RETRY: TaskResultStatus.READY,
+    TaskStatus.RUNNING: TaskResultStatus.RUNNING, TaskStatus.WAITING: TaskResultStatus.RUNNING,
+    TaskStatus.SUCCESS: TaskResultStatus.SUCCESSFUL,
+    TaskStatus.FAILURE: TaskResultStatus.FAILED, TaskStatus.INCOMPLETE: TaskResultStatus.FAILED,
+    TaskStatus.LOST: TaskResultStatus.FAILED, TaskStatus.REVOKED: TaskResultStatus.FAILED,
 }
 FINISHED = frozenset({TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED})
 #: What an unfinished run that ended without an exception of its own reports as its error.
-ENDED_WITHOUT_ERROR = {S.REVOKED: "cq.exceptions.TaskRevoked", S.INCOMPLETE: "cq.exceptions.SubtaskFailed",
-                       S.LOST: "cq.exceptions.TaskLost"}
+ENDED_WITHOUT_ERROR = {TaskStatus.REVOKED: "cq.exceptions.TaskRevoked",
+                       TaskStatus.INCOMPLETE: "cq.exceptions.SubtaskFailed", TaskStatus.LOST: "cq.exceptions.TaskLost"}
 #: ``OPTIONS`` of a backend, with their defaults: cq's own options of every task it runs.
 DEFAULT_OPTIONS = {"retries": 0, "retry_on_lost": False, "time_limit": None, "soft_time_limit": None,
                    "atomic": False, "result_ttl": None}
@@ -114,7 +115,7 @@ class CQBackend(BaseTaskBackend):
 
     def _function(self, task: DjangoTask) -> registry.TaskFunction[Any, Any]:
         """The cq task function that runs ``task``, registered under its module path."""
-        fn = registry.lookup(task.module_path)
+        fn = registry.find(task.module_path)
         options = self.cq_options
         runner = None if fn is None else fn.func
         if not isinstance(runner, _Runner) or runner.task.func is not task.func or runner.options != options:
@@ -127,7 +128,7 @@ class CQBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)  # and registers it, as its decorator did
-        fn = registry.get(task.module_path)
+        fn = registry.require(task.module_path)
         options: dict[str, Any] = {"queue": task.queue_name, "priority": task.priority,
                                    "fields": {FIELD: {"path": _signer().sign(task.module_path)}}}
         if task.run_after is not None:
@@ -205,7 +206,7 @@ def running_task() -> Any:
 def django_task_of(row: Any) -> DjangoTask | None:
     """The Django task a row runs, or ``None`` for a row of a cq task function. A task not yet
     imported in this process is imported from the path its row keeps, if its signature holds."""
-    fn = registry.lookup(row.func_name)
+    fn = registry.find(row.func_name)
     if fn is None:
         signed = (row.fields or {}).get(FIELD, {}).get("path")
         try:
@@ -221,12 +222,12 @@ def django_task_of(row: Any) -> DjangoTask | None:
         if not isinstance(found, DjangoTask):
             return None
         found.get_backend().validate_task(found)  # registers it with cq, if the backend is one of cq's
-        fn = registry.lookup(row.func_name)
+        fn = registry.find(row.func_name)
     return fn.func.task if fn is not None and isinstance(fn.func, _Runner) else None
 
 
 def _find_function(row: Any) -> registry.TaskFunction[Any, Any] | None:
-    return registry.lookup(row.func_name) if django_task_of(row) is not None else None
+    return registry.find(row.func_name) if django_task_of(row) is not None else None
 
 
 def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:

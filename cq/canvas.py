@@ -33,12 +33,12 @@ logger = logging.getLogger(__name__)
 
 def subtask(parent: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
             **options: Any) -> Task:
-    return registry.get(registry.name_of(func)).delay_args(args, kwargs, parent=parent, **options)
+    return registry.require(registry.name_of(func)).delay_args(args, kwargs, parent=parent, **options)
 
 
 def chain(previous: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
           **options: Any) -> Task:
-    return registry.get(registry.name_of(func)).delay_args(args, kwargs, previous=previous, **options)
+    return registry.require(registry.name_of(func)).delay_args(args, kwargs, previous=previous, **options)
 
 
 def revoke(task: Task, terminate: bool = False) -> None:

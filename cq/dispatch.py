@@ -36,7 +36,7 @@ def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = N
         TaskNotRegistered: ``func`` is not a registered task function.
         InvalidTask: the arguments are not JSON, or an option is unknown.
     """
-    fn = registry.get(registry.name_of(func))
+    fn = registry.require(registry.name_of(func))
     if settings.SERIAL:
         # An inline run has finished before the next can start: no two are ever active at once.
         options.pop("unique_key", None)
@@ -56,7 +56,7 @@ def create(func_name: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *
                           f"and the task's own keyword arguments go in kwargs=.")
     args, kwargs = list(args), dict(kwargs or {})
     check_json(func_name, args=args, kwargs=kwargs)
-    fn = registry.get(func_name)
+    fn = registry.require(func_name)
     run_after = validation.run_after(options.pop("countdown", None), options.pop("eta", None))
     queue = _queue(fn, options.pop("queue", None))
     _check_unique_key(options)
@@ -247,7 +247,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
         return
     args = [*prepend_args, *task.args]
     check_json(task.func_name, args=args)
-    fn = registry.lookup(task.func_name)
+    fn = registry.find(task.func_name)
     if prepend_args and fn is not None:  # the key is a function of the arguments
         task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
     if not transitions.submit(task, args, task.concurrency_key):

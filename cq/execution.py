@@ -65,7 +65,7 @@ def run(task: Task, batch: Batch | None = None) -> None:
     current.start(task.pk)
     try:
         try:
-            fn = registry.of_row(task)
+            fn = registry.require_for_row(task)
         except TaskNotRegistered as error:
             record(task, functools.partial(transitions.fail, task, error, False))
             return
@@ -212,7 +212,7 @@ def batchable(task: Task) -> bool:
     """Whether ``task`` may run in a :class:`Batch`: it runs in a transaction anyway, and the
     database is PostgreSQL (SQLite checks deferred constraints only at the commit, where a
     violation would fail the whole batch; PostgreSQL checks them at the end of each task)."""
-    fn = registry.for_row(task)
+    fn = registry.find_for_row(task)
     return fn is not None and fn.atomic and connection.vendor == "postgresql"
 
 
@@ -344,6 +344,6 @@ def _soft_time_limit(fn: registry.TaskFunction[Any, Any]) -> Iterator[None]:
 
 def hard_time_limit(task: Task) -> float | None:
     """Seconds after which the supervisor kills the process running ``task``."""
-    fn = registry.for_row(task)
+    fn = registry.find_for_row(task)
     return (fn and fn.time_limit) or settings.TIME_LIMIT
 

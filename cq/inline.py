@@ -117,5 +117,5 @@ def run_inline(func: Any, args: Iterable[Any], kwargs: dict[str, Any] | None, *,
     """Run a task function now, in this process, and return its finished stand-in."""
     from . import registry
 
-    fn = func if isinstance(func, registry.TaskFunction) else registry.get(registry.name_of(func))
+    fn = func if isinstance(func, registry.TaskFunction) else registry.require(registry.name_of(func))
     return InlineTask(fn, args, kwargs, parent=parent, previous=previous).run()

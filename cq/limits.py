@@ -49,7 +49,6 @@ Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 
-S = TaskStatus
 
 #: Added between two booked starts, so that a waiting task that starts a few milliseconds late
 #: does not push the next one, booked right after it, back to the end of the line.
@@ -59,7 +58,7 @@ MAX_SLACK = timedelta(seconds=0.05)
 def admit(tasks: list[Task]) -> list[Task]:
     """Of ``tasks``, just claimed, those their limits let start now, in order; the others go
     back to QUEUED. Tasks of functions without limits cost no query."""
-    limited = {task.pk: fn for task in tasks if (fn := registry.lookup(task.func_name)) is not None and fn.limited}
+    limited = {task.pk: fn for task in tasks if (fn := registry.find(task.func_name)) is not None and fn.limited}
     if not limited:
         return tasks
     # Tasks of this claim not yet admitted do not count against each other's limit.
@@ -82,7 +81,7 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any])
         if fn.rate_interval is not None:
             booked = _take_start(fn.name, fn.rate_interval, now)
             if booked is not None:
-                transitions.put_back(Task.objects.filter(pk=task.pk, status=S.RUNNING), run_after=booked)
+                transitions.put_back(Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING), run_after=booked)
                 return False
             # Its start is the one the rate limit counted.
             Task.objects.filter(pk=task.pk).update(started=now)
@@ -93,10 +92,11 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any])
 def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime) -> bool:
     """Put ``task`` back to QUEUED if ``limit`` other tasks of its key are running."""
     _lock(task.concurrency_key)
-    running = (Task.objects.filter(concurrency_key=task.concurrency_key, status=S.RUNNING)
+    running = (Task.objects.filter(concurrency_key=task.concurrency_key, status=TaskStatus.RUNNING)
                .exclude(pk__in=undecided).order_by()
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
-    full = Task.objects.filter(pk=task.pk, status=S.RUNNING).filter(GreaterThanOrEqual(Subquery(running), limit))
+    full = (Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING)
+            .filter(GreaterThanOrEqual(Subquery(running), limit)))
     return bool(transitions.put_back(full))
 
 
@@ -148,7 +148,8 @@ def wake(key: str) -> None:
     with transaction.atomic():
         _lock(key)
         # The status test repeats the cq_task_wait index's condition, for SQLite (see claim_due).
-        waiting = (Task.objects.filter(status__in=[S.QUEUED, S.RETRY])
-                   .filter(Q(run_after__isnull=True) | Q(run_after__lte=now), status=S.QUEUED, concurrency_key=key)
+        waiting = (Task.objects.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+                   .filter(Q(run_after__isnull=True) | Q(run_after__lte=now), status=TaskStatus.QUEUED,
+                           concurrency_key=key)
                    .order_by("-priority", "submitted").values_list("pk", "queue", "priority"))
         doorbell.ring_on_commit(list(waiting[:1]))

@@ -26,7 +26,6 @@ from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, Tas
 #: The task model's label, for foreign keys: ``settings.CQ_TASK_MODEL`` (set by cq's app config).
 TASK_MODEL = django_settings.CQ_TASK_MODEL
 
-S = TaskStatus
 
 
 class TaskQuerySet(models.QuerySet):
@@ -92,17 +91,17 @@ class AbstractTask(models.Model):
     """
 
     # django-cq's names for the statuses and their groups.
-    STATUS_PENDING = S.PENDING
-    STATUS_RETRY = S.RETRY
-    STATUS_QUEUED = S.QUEUED
-    STATUS_RUNNING = S.RUNNING
-    STATUS_FAILURE = S.FAILURE
-    STATUS_SUCCESS = S.SUCCESS
-    STATUS_WAITING = S.WAITING
-    STATUS_INCOMPLETE = S.INCOMPLETE
-    STATUS_LOST = S.LOST
-    STATUS_REVOKED = S.REVOKED
-    STATUS_CHOICES = S.choices
+    STATUS_PENDING = TaskStatus.PENDING
+    STATUS_RETRY = TaskStatus.RETRY
+    STATUS_QUEUED = TaskStatus.QUEUED
+    STATUS_RUNNING = TaskStatus.RUNNING
+    STATUS_FAILURE = TaskStatus.FAILURE
+    STATUS_SUCCESS = TaskStatus.SUCCESS
+    STATUS_WAITING = TaskStatus.WAITING
+    STATUS_INCOMPLETE = TaskStatus.INCOMPLETE
+    STATUS_LOST = TaskStatus.LOST
+    STATUS_REVOKED = TaskStatus.REVOKED
+    STATUS_CHOICES = TaskStatus.choices
     STATUS_DONE = DONE
     STATUS_ERROR = ERROR
     STATUS_ACTIVE = ACTIVE
@@ -111,7 +110,7 @@ class AbstractTask(models.Model):
     func_name = models.CharField(max_length=255)
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=1, choices=S.choices, default=S.PENDING)
+    status = models.CharField(max_length=1, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     queue = models.CharField(max_length=50, default="default")
 
     result = models.JSONField(null=True, blank=True)
@@ -166,12 +165,12 @@ class AbstractTask(models.Model):
         indexes = [
             # The worker's look for QUEUED tasks whose doorbell was lost, and due retries.
             models.Index(fields=["-priority", "submitted"], name=N + "wait",
-                         condition=models.Q(status__in=[S.QUEUED, S.RETRY])),
+                         condition=models.Q(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])),
             # The scheduler's look for delayed tasks (countdown, eta) coming due.
             models.Index(fields=["run_after"], name=N + "delay",
-                         condition=models.Q(status=S.QUEUED, run_after__isnull=False)),
+                         condition=models.Q(status=TaskStatus.QUEUED, run_after__isnull=False)),
             # The sweeper's look for tasks of dead workers.
-            models.Index(fields=["started"], name=N + "run", condition=models.Q(status=S.RUNNING)),
+            models.Index(fields=["started"], name=N + "run", condition=models.Q(status=TaskStatus.RUNNING)),
             # Coalescing repeating tasks: is one of this function still active?
             models.Index(fields=["func_name"], name=N + "func",
                          condition=models.Q(status__in=sorted(UNFINISHED))),
@@ -189,7 +188,7 @@ class AbstractTask(models.Model):
                          condition=models.Q(result_expiry__isnull=False, top__isnull=True)),
             # Per-key concurrency limits count the running tasks of a key.
             models.Index(fields=["concurrency_key"], name=N + "conc",
-                         condition=models.Q(status=S.RUNNING, concurrency_key__isnull=False)),
+                         condition=models.Q(status=TaskStatus.RUNNING, concurrency_key__isnull=False)),
             # The dashboard's throughput chart counts the tasks finished in the last hour. A row
             # enters this index once, when it finishes.
             models.Index(fields=["finished"], name=N + "fin", condition=models.Q(finished__isnull=False)),
@@ -279,7 +278,7 @@ class AbstractTask(models.Model):
     def tree_progress(self) -> dict[str, Any]:
         """This task's own progress while it runs; once it waits on subtasks, how many of them
         have finished (``current``) out of how many (``total``)."""
-        if self.status != S.WAITING:
+        if self.status != TaskStatus.WAITING:
             return dict(self.progress)
         counts = dict(type(self)._default_manager.filter(parent=self.pk).values_list("status")
                       .annotate(n=models.Count("pk")).values_list("status", "n"))

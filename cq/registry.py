@@ -2,6 +2,11 @@
 
 Only a registered function can run: a name coming from the database, the
 admin or the API is looked up here, never imported from a dotted path.
+
+Looking a function up: :func:`find` and :func:`find_for_row` give ``None`` when
+nothing is registered; :func:`require` and :func:`require_for_row` raise
+``TaskNotRegistered``. The ``_for_row`` pair also asks the ``finders`` (a Django
+task a row names, which this process has not imported yet).
 """
 
 from __future__ import annotations
@@ -273,42 +278,43 @@ def _origin(func: Callable[..., Any]) -> str:
 finders: list[Callable[[Any], TaskFunction[Any, Any] | None]] = []
 
 
-def of_row(task: Any) -> TaskFunction[Any, Any]:
-    """The task function a task row runs.
-
-    Raises:
-        TaskNotRegistered: neither the registry nor a finder knows it.
-    """
-    return for_row(task) or get(task.func_name)
+def find(name: str) -> TaskFunction[Any, Any] | None:
+    """The task function registered as ``name``, or ``None``."""
+    return _registry.get(name)
 
 
-def for_row(task: Any) -> TaskFunction[Any, Any] | None:
-    """The task function a task row runs, or ``None``: :func:`lookup`, then the ``finders``."""
-    fn = _registry.get(task.func_name)
-    for find in finders if fn is None else ():
-        if (fn := find(task)) is not None:
-            break
-    return fn
-
-
-def get(name: str) -> TaskFunction[Any, Any]:
+def require(name: str) -> TaskFunction[Any, Any]:
     """The task function registered as ``name``.
 
     Raises:
         TaskNotRegistered: no ``@task`` has that name (its module may not be imported).
     """
-    try:
-        return _registry[name]
-    except KeyError:
+    fn = _registry.get(name)
+    if fn is None:
         raise TaskNotRegistered(
             f"No task function is registered as {name!r}. Decorate it with @cq.task and make sure "
             f"its module is imported (cq imports each installed app's tasks.py)."
-        ) from None
+        )
+    return fn
 
 
-def lookup(name: str) -> TaskFunction[Any, Any] | None:
-    """The task function registered as ``name``, or ``None``."""
-    return _registry.get(name)
+def find_for_row(task: Any) -> TaskFunction[Any, Any] | None:
+    """The task function a task row runs, or ``None``: the one registered under its ``func_name``,
+    else the first that one of the ``finders`` finds."""
+    fn = _registry.get(task.func_name)
+    for finder in finders if fn is None else ():
+        if (fn := finder(task)) is not None:
+            break
+    return fn
+
+
+def require_for_row(task: Any) -> TaskFunction[Any, Any]:
+    """The task function a task row runs, as :func:`find_for_row` finds it.
+
+    Raises:
+        TaskNotRegistered: neither the registry nor a finder knows it.
+    """
+    return find_for_row(task) or require(task.func_name)
 
 
 def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:
@@ -320,7 +326,7 @@ def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:
     if isinstance(func, TaskFunction):
         return func.name
     if isinstance(func, str):
-        return get(func).name
+        return require(func).name
     for fn in _registry.values():
         if fn.func is func:
             return fn.name

@@ -36,7 +36,7 @@ def validate_repeating_task(rt: Any) -> None:
     or a ``result_ttl`` that is not one (``cq.validation.result_ttl``)."""
     errors: dict[str, str] = {}
     try:
-        registry.get(rt.func_name)
+        registry.require(rt.func_name)
     except TaskNotRegistered:
         errors["func_name"] = f"No task function is registered as {rt.func_name!r}."
     if not isinstance(rt.args, list):
@@ -91,7 +91,7 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         if not RepeatingTask.objects.filter(pk=rt.pk, next_run=slot, enabled=True).update(next_run=following):
             return None
         rt.next_run = following
-        if registry.lookup(rt.func_name) is None:
+        if registry.find(rt.func_name) is None:
             logger.error("Skipping %s at %s: no task function is registered as %r.", rt, slot, rt.func_name)
             return None
         if rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists():

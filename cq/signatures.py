@@ -63,7 +63,7 @@ class Signature:
 
     def delay(self) -> Any:
         """Queue a run of it alone; returns its ``Task``, as ``fn.delay()`` does."""
-        fn = registry.get(self.name)
+        fn = registry.require(self.name)
         options = {} if self.queue == fn.queue else {"queue": self.queue}
         with transaction.atomic():  # the errbacks are written before the doorbell rings
             task = fn.delay_args(self.args, dict(self.kwargs), **options)
@@ -88,7 +88,7 @@ def signature(func: Any, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | N
         TaskNotRegistered: ``func`` is not a registered task function.
         InvalidTask: the arguments are not JSON.
     """
-    fn = registry.get(registry.name_of(func))
+    fn = registry.require(registry.name_of(func))
     return Signature(fn.name, tuple(args), dict(kwargs or {}), fn.queue)
 
 
@@ -100,7 +100,7 @@ def as_signature(step: Any) -> Signature:
         InvalidTask: anything else.
     """
     if isinstance(step, Signature):
-        registry.get(step.name)  # a signature built by hand may name anything
+        registry.require(step.name)  # a signature built by hand may name anything
         return step
     if isinstance(step, registry.TaskFunction | str):
         return signature(step)

@@ -61,14 +61,13 @@ class TaskStatus(TextChoices):
         return frozenset(member for member in cls if getattr(member, group))
 
 
-S = TaskStatus
 #: Statuses a task never leaves on its own.
-DONE = S.where("final")
+DONE = TaskStatus.where("final")
 #: Finished, but not well.
-ERROR = S.where("failed")
+ERROR = TaskStatus.where("failed")
 #: What ``Task.objects.active()`` lists (django-cq leaves RETRY out; so do we).
-ACTIVE = S.where("active")
+ACTIVE = TaskStatus.where("active")
 #: What ``revoke()`` may still stop; a task holds its ``unique_key`` while in one of these.
-REVOCABLE = UNFINISHED = S.where("revocable")
+REVOCABLE = UNFINISHED = TaskStatus.where("revocable")
 #: What ``retry_now()`` may queue again.
-RETRYABLE = S.where("retryable")
+RETRYABLE = TaskStatus.where("retryable")

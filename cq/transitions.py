@@ -54,7 +54,6 @@ Task = get_task_model()
 
 logger = logging.getLogger(__name__)
 
-S = TaskStatus
 
 _local = threading.local()
 
@@ -75,11 +74,11 @@ def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]
         return []
     queues = list(queues)
     if _on_postgresql():
-        rows = _claim_locked("doorbell", [[uuid.UUID(task_id) for task_id in task_ids], S.QUEUED, queues,
+        rows = _claim_locked("doorbell", [[uuid.UUID(task_id) for task_id in task_ids], TaskStatus.QUEUED, queues,
                                           clock.now()], worker)
     else:
-        rows = update_returning(Task.objects.filter(_ready(), pk__in=task_ids, status=S.QUEUED, queue__in=queues),
-                                _claiming(worker))
+        ready = Task.objects.filter(_ready(), pk__in=task_ids, status=TaskStatus.QUEUED, queue__in=queues)
+        rows = update_returning(ready, _claiming(worker))
     claimed = {str(task.pk): task for task in rows}
     missing = [task_id for task_id in task_ids if task_id not in claimed]
     if missing:
@@ -96,18 +95,20 @@ def claim_due(worker: str, queues: Iterable[str], grace: float, limit: int = 1) 
     now, queues = clock.now(), list(queues)
     cutoff = now - timedelta(seconds=grace)
     if _on_postgresql():
-        claimed = _claim_locked("due", [S.QUEUED, S.RETRY, S.RETRY, cutoff, now, queues, limit], worker)
+        claimed = _claim_locked("due", [TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.RETRY, cutoff, now, queues,
+                                        limit], worker)
     else:
         # The status test comes first, as the cq_task_wait index states it: SQLite uses a
         # partial index only when the query repeats the index's condition.
-        due = Q(status__in=[S.QUEUED, S.RETRY]) & (Q(status=S.RETRY) | Q(submitted__lte=cutoff)) & _ready(now)
+        due = (Q(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+               & (Q(status=TaskStatus.RETRY) | Q(submitted__lte=cutoff)) & _ready(now))
         oldest = Task.objects.filter(due, queue__in=queues).order_by("-priority", "submitted")
         claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]), _claiming(worker))
     return _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
 
 
 def _claiming(worker: str) -> dict[str, Any]:
-    return {"status": S.RUNNING, "started": Now(), "worker": worker, "attempt": F("attempt") + 1}
+    return {"status": TaskStatus.RUNNING, "started": Now(), "worker": worker, "attempt": F("attempt") + 1}
 
 
 def _ready(now: Any = None) -> Q:
@@ -146,7 +147,7 @@ def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
             f"{column['worker']} = %s, {column['attempt']} = {column['attempt']} + 1 "
             f"WHERE {column['id']} IN (SELECT {column['id']} FROM {table} WHERE {_WANTED[wanted].format(**column)} "
             f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(quote(field.column) for field in meta.concrete_fields)}")
-    return list(Task.objects.db_manager(connection.alias).raw(sql, [S.RUNNING, worker, *params]))
+    return list(Task.objects.db_manager(connection.alias).raw(sql, [TaskStatus.RUNNING, worker, *params]))
 
 
 def _admitted(claimed: list[Task], worker: str) -> list[Task]:
@@ -174,7 +175,7 @@ def release(worker: str, task_ids: Iterable[Any] | None = None, keep: Iterable[A
     """Put back what ``worker`` claimed but never started (it stopped or died first, or a claim's
     reply was lost): ``task_ids``, or with ``None`` every row RUNNING under ``worker`` but those in
     ``keep``. They are QUEUED again and their doorbells ring. Returns how many."""
-    mine = Task.objects.filter(status=S.RUNNING, worker=worker)
+    mine = Task.objects.filter(status=TaskStatus.RUNNING, worker=worker)
     if task_ids is not None:
         task_ids = list(task_ids)
         if not task_ids:
@@ -183,7 +184,8 @@ def release(worker: str, task_ids: Iterable[Any] | None = None, keep: Iterable[A
     keep = list(keep)
     if keep:
         mine = mine.exclude(pk__in=keep)
-    found = update_returning(mine, {"status": S.QUEUED, "started": None, "submitted": Now()}, ["queue", "priority"])
+    found = update_returning(mine, {"status": TaskStatus.QUEUED, "started": None, "submitted": Now()},
+                             ["queue", "priority"])
     doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in found])
     return len(found)
 
@@ -199,7 +201,7 @@ def reconcile(worker: str, started: Iterable[Any], why: str) -> None:
 
 def put_back(queryset: QuerySet[Task], **values: Any) -> int:
     """Return the claimed rows of ``queryset`` to QUEUED (a limit refused them); returns how many."""
-    return queryset.update(status=S.QUEUED, started=None, submitted=Now(), **values)
+    return queryset.update(status=TaskStatus.QUEUED, started=None, submitted=Now(), **values)
 
 
 # -- The outcome of a run: RUNNING -> SUCCESS, WAITING, FAILURE, RETRY or LOST -----------------
@@ -227,17 +229,17 @@ def succeed(task: Task, value: Any) -> None:
     until the task it returned, or the subtasks it created, have finished."""
     if isinstance(value, Task):
         _adopt(task, value)
-        _write(task, status=S.WAITING, waiting_on_id=value.pk)
+        _write(task, status=TaskStatus.WAITING, waiting_on_id=value.pk)
     elif current.spawned():
-        _write(task, status=S.WAITING, result=value)
+        _write(task, status=TaskStatus.WAITING, result=value)
     else:
-        _end(task, S.SUCCESS, result=value, error=None)
+        _end(task, TaskStatus.SUCCESS, result=value, error=None)
         return
     launch(Task.objects.filter(parent=task.pk, previous__isnull=True))
     settle(task.pk)
 
 
-def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = S.FAILURE) -> None:
+def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
     """Record that ``task``'s run failed with ``error``: RETRY after a backoff, or ``status``."""
     fields = {"error": validation.storable_text(str(error)),
               "exception": f"{type(error).__module__}.{type(error).__qualname__}"[:255],
@@ -247,8 +249,8 @@ def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = S.F
         return
     backoff = min(settings.RETRY_BACKOFF * 2**task.retries, settings.RETRY_BACKOFF_MAX)
     now = clock.now()
-    _write(task, status=S.RETRY, retries=task.retries + 1, last_retry=now, run_after=now + timedelta(seconds=backoff),
-           **fields)
+    _write(task, status=TaskStatus.RETRY, retries=task.retries + 1, last_retry=now,
+           run_after=now + timedelta(seconds=backoff), **fields)
     logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
 
 
@@ -256,7 +258,7 @@ def unstorable(task: Task, error: BaseException) -> None:
     """Record FAILURE with as little as can be: the database refused the run's full outcome
     (its result, logs, fields or progress), and the error says why."""
     message = validation.storable_text(f"cq could not store this task's outcome ({type(error).__name__}: {error}).")
-    _end(task, S.FAILURE, cause=CQError(message), minimal=True, error=message, traceback="",
+    _end(task, TaskStatus.FAILURE, cause=CQError(message), minimal=True, error=message, traceback="",
          exception=f"{type(error).__module__}.{type(error).__qualname__}"[:255])
 
 
@@ -265,18 +267,18 @@ def lose(task_id: Any, worker: str, error: CQError, *, lost: bool = True, attemp
     not commit): LOST, retried with ``retry_on_lost``; or FAILURE, retried by its rules, for one
     killed at its hard time limit (``lost=False``). Only a row still RUNNING on ``worker`` (and
     under ``attempt``, when given) is touched; returns whether it was."""
-    found = Task.objects.filter(pk=task_id, status=S.RUNNING, worker=worker)
+    found = Task.objects.filter(pk=task_id, status=TaskStatus.RUNNING, worker=worker)
     task = (found if attempt is None else found.filter(attempt=attempt)).first()
     if task is None:
         return False
-    fn = registry.for_row(task)
+    fn = registry.find_for_row(task)
     if lost:
         retry = fn is not None and fn.should_retry_lost(task.retries)
     else:
         retry = fn is not None and fn.should_retry(error, task.retries)
     try:
         with transaction.atomic():
-            fail(task, error, retry, status=S.LOST if lost else S.FAILURE)
+            fail(task, error, retry, status=TaskStatus.LOST if lost else TaskStatus.FAILURE)
     except Stale:
         return False
     return True
@@ -291,8 +293,8 @@ def succeed_many(runs: list[tuple[Task, Any]]) -> None:
     field = Task._meta.get_field
     expiries = {task.pk: result_expiry(task, now) for task, _ in runs}
     written = {row.pk: row for row in update_returning(
-        Task.objects.filter(_attempts([task for task, _ in runs]), status=S.RUNNING),
-        {"status": S.SUCCESS, "error": None, "finished": now,
+        Task.objects.filter(_attempts([task for task, _ in runs]), status=TaskStatus.RUNNING),
+        {"status": TaskStatus.SUCCESS, "error": None, "finished": now,
          "result": by_pk({task.pk: value for task, value in runs}, field("result")),
          "result_expiry": by_pk(expiries, field("result_expiry"))},
         ["parent", "has_next"])}
@@ -301,11 +303,11 @@ def succeed_many(runs: list[tuple[Task, Any]]) -> None:
         if row is None:
             logger.info("Task %s was revoked or lost while it ran; its outcome is not recorded.", task.pk)
             continue
-        task.status, task.result, task.error, task.finished = S.SUCCESS, value, None, now
+        task.status, task.result, task.error, task.finished = TaskStatus.SUCCESS, value, None, now
         task.result_expiry, task.parent_id, task.has_next = expiries[task.pk], row.parent_id, row.has_next
         events.status([task])
         limits.wake_on_commit([task.concurrency_key])
-        _follow(task, S.SUCCESS, None)
+        _follow(task, TaskStatus.SUCCESS, None)
 
 
 def _attempts(tasks: list[Task]) -> RawSQL:
@@ -335,7 +337,8 @@ def _write(task: Task, *, minimal: bool = False, **values: Any) -> None:
     if not minimal:
         values.update(log_records=task.log_records, errbacks=task.errbacks, fields=task.fields,
                       progress=task.__dict__.get("progress"))
-    written = update_row(Task, task.pk, {"status": S.RUNNING, "attempt": task.attempt}, values, ["parent", "has_next"])
+    running = {"status": TaskStatus.RUNNING, "attempt": task.attempt}
+    written = update_row(Task, task.pk, running, values, ["parent", "has_next"])
     if written is None:
         raise Stale(f"Task {task.pk} is no longer running as attempt {task.attempt}.")
     for name, value in values.items():
@@ -363,7 +366,7 @@ def _adopt(task: Task, child: Task) -> None:
 def _follow(task: Task, status: TaskStatus, cause: BaseException | None) -> None:
     """What follows ``task``'s final ``status``: its errbacks once that commits, the tasks chained
     after it, and its waiting parent."""
-    failed = status != S.SUCCESS
+    failed = status != TaskStatus.SUCCESS
     if failed:
         transaction.on_commit(functools.partial(errbacks.run_errbacks, task, cause or CQError(task.error)))
     if task.has_next:
@@ -386,7 +389,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
         pending.append((task_id, cause))
         return
     task = Task.objects.select_for_update().filter(pk=task_id).first()
-    if task is None or task.status != S.WAITING:
+    if task is None or task.status != TaskStatus.WAITING:
         return
     if task.func_name in workflows.NAMES:
         # A workflow names its own failures (every failed member of a group), so the error
@@ -399,7 +402,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     status, fields = outcome
     now = clock.now()
     fields.update(status=status, finished=now, result_expiry=result_expiry(task, now))
-    Task.objects.filter(pk=task.pk, status=S.WAITING).update(**fields)
+    Task.objects.filter(pk=task.pk, status=TaskStatus.WAITING).update(**fields)
     for name, value in fields.items():
         setattr(task, name, value)
     events.status([task])
@@ -428,16 +431,17 @@ def _tree_outcome(task: Task) -> workflows.Outcome | None:
     """SUCCESS once every subtask succeeded; INCOMPLETE as soon as one failed; else ``None``."""
     # One row at most: the first subtask not yet successful, failed ones first. None: all succeeded.
     failed_first = Case(When(status__in=ERROR, then=Value(0)), default=Value(1))
-    unsettled = (Task.objects.filter(parent=task.pk).exclude(status=S.SUCCESS)
+    unsettled = (Task.objects.filter(parent=task.pk).exclude(status=TaskStatus.SUCCESS)
                  .order_by(failed_first).values_list("pk", "status", "error").first())
     if unsettled is None:
         result = task.result
         if task.waiting_on_id is not None:
             result = Task.objects.filter(pk=task.waiting_on_id).values_list("result", flat=True).get()
-        return S.SUCCESS, {"result": result}
+        return TaskStatus.SUCCESS, {"result": result}
     pk, status, error = unsettled
     if status in ERROR:
-        return S.INCOMPLETE, {"error": f"Subtask {pk} ended {S(status).label}: {error or ''}".rstrip(": ")}
+        error = f"Subtask {pk} ended {TaskStatus(status).label}: {error or ''}".rstrip(": ")
+        return TaskStatus.INCOMPLETE, {"error": error}
     return None
 
 
@@ -449,18 +453,18 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
     with ``terminate``, ask the supervisors running them to kill their processes."""
     now = clock.now()
     with transaction.atomic():
-        running = list(Task.objects.filter(pk__in=ids, status=S.RUNNING).values_list("pk", "worker",
+        running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker",
                                                                                    "concurrency_key"))
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
         if events.enabled() or signals.task_finished.has_listeners():
             revoked = list(revocable)
             for row in revoked:
-                row.status, row.finished = S.REVOKED, now
+                row.status, row.finished = TaskStatus.REVOKED, now
             events.status(revoked)
         # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
         for ttl in set(revocable.values_list("result_ttl", flat=True)):
             expiry = result_expiry(Task(result_ttl=ttl), now)
-            revocable.filter(result_ttl=ttl).update(status=S.REVOKED, finished=now, result_expiry=expiry)
+            revocable.filter(result_ttl=ttl).update(status=TaskStatus.REVOKED, finished=now, result_expiry=expiry)
         for pk, worker, _key in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
         limits.wake_on_commit([key for _pk, _worker, key in running])
@@ -474,10 +478,11 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
     """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
-    found = list(candidates.filter(status=S.PENDING).values_list("pk", "queue", "priority"))
+    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue", "priority"))
     ids = [pk for pk, *_ in found]
     if ids:
-        Task.objects.filter(pk__in=ids, status=S.PENDING).update(status=S.QUEUED, submitted=clock.now())
+        Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(status=TaskStatus.QUEUED,
+                                                                          submitted=clock.now())
         doorbell.ring_on_commit(found)
         if events.enabled():
             events.status(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status"))
@@ -494,11 +499,11 @@ def submit(task: Task, args: list[Any], concurrency_key: str | None) -> bool:
     """Queue the PENDING ``task`` with ``args``; ``False`` if it is not PENDING."""
     now = clock.now()
     with transaction.atomic():
-        if not Task.objects.filter(pk=task.pk, status=S.PENDING).update(
-                status=S.QUEUED, args=args, submitted=now, concurrency_key=concurrency_key):
+        if not Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
+                status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=concurrency_key):
             return False
         doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
-    task.status, task.args, task.submitted, task.concurrency_key = S.QUEUED, args, now, concurrency_key
+    task.status, task.args, task.submitted, task.concurrency_key = TaskStatus.QUEUED, args, now, concurrency_key
     events.status([task])
     return True
 
@@ -509,7 +514,7 @@ def retry_now(task: Task) -> bool:
     now = clock.now()
     with transaction.atomic():
         updated = Task.objects.filter(pk=task.pk, parent__isnull=True, status__in=RETRYABLE).update(
-            status=S.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
+            status=TaskStatus.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
             run_after=None, retries=F("retries") + 1, last_retry=now)
         if updated:
             task.refresh_from_db()
@@ -522,8 +527,8 @@ def queue_retries(task_ids: list[Any]) -> int:
     """Queue at once the tasks among ``task_ids`` waiting to be retried; returns how many."""
     if not task_ids:
         return 0
-    queued = update_returning(Task.objects.filter(pk__in=task_ids, status=S.RETRY),
-                              {"status": S.QUEUED, "run_after": None, "submitted": clock.now()},
+    queued = update_returning(Task.objects.filter(pk__in=task_ids, status=TaskStatus.RETRY),
+                              {"status": TaskStatus.QUEUED, "run_after": None, "submitted": clock.now()},
                               ["queue", "priority"])
     doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in queued])
     return len(queued)

@@ -44,7 +44,6 @@ from .signatures import Signature, as_signature
 
 Task = get_task_model()
 
-S = TaskStatus
 
 GROUP, STAGE, CHORD, STAGES = "cq.group", "cq.stage", "cq.chord", "cq.stages"
 #: The task functions whose rows ``transitions.settle`` hands to :func:`settle`.
@@ -87,7 +86,7 @@ class Chord:
         now = timezone.now()
         with transaction.atomic():
             # The callback's errbacks are the chord's: the callback's own row may never exist.
-            chord = _row(CHORD, None, now, status=S.WAITING, started=now,
+            chord = _row(CHORD, None, now, status=TaskStatus.WAITING, started=now,
                          kwargs={"callback": self.callback.to_json()}, errbacks=list(self.callback.errbacks))
             chord.save(force_insert=True)
             header = _start_group(chord, self.header, now, allow_failures=self.allow_failures)
@@ -107,7 +106,7 @@ class Stages:
         now = timezone.now()
         plan = [{"priority": priority, "steps": [step.to_json() for step in steps]} for priority, steps in self.stages]
         with transaction.atomic():
-            pipeline = _row(STAGES, None, now, status=S.WAITING, started=now,
+            pipeline = _row(STAGES, None, now, status=TaskStatus.WAITING, started=now,
                             kwargs={"stages": plan, "params": dict(self.params)})
             pipeline.save(force_insert=True)
             _wait_on(pipeline, _start_stage(pipeline, 1, dict(self.params)))
@@ -209,14 +208,14 @@ def _call_row(sig: Signature, parent: Task, now: datetime, args: list[Any], kwar
               **fields: Any) -> Task:
     """A QUEUED row running ``sig``'s function, with the function's own priority, fields and
     concurrency key, as ``delay()`` would give it."""
-    return dispatch.new_row(registry.get(sig.name), args, kwargs, status=S.QUEUED, queue=sig.queue,
+    return dispatch.new_row(registry.require(sig.name), args, kwargs, status=TaskStatus.QUEUED, queue=sig.queue,
                             **_placed(parent, now), **fields)
 
 
 def _start_group(parent: Task | None, members: Iterable[Signature], now: datetime, name: str = GROUP,
                  params: dict[str, Any] | None = None, **options: Any) -> Task:
     """Write a WAITING group under ``parent`` with its members, queued when the transaction commits."""
-    group = _row(name, parent, now, status=S.WAITING, started=now)
+    group = _row(name, parent, now, status=TaskStatus.WAITING, started=now)
     given = {} if params is None else {"params": params}
     rows = [_call_row(sig, group, now, list(sig.args), {**sig.kwargs, **given}, errbacks=list(sig.errbacks))
             for sig in members]
@@ -264,7 +263,7 @@ def _settle_group(group: Task) -> Outcome | None:
     results, failed = [], []
     for index, pk in enumerate(group.kwargs["members"]):
         name, status, result, error = rows[pk]
-        if status != S.SUCCESS:
+        if status != TaskStatus.SUCCESS:
             failed.append(_failure(index, pk, name, status, error))
             result = None
         results.append(result)
@@ -273,7 +272,7 @@ def _settle_group(group: Task) -> Outcome | None:
         return _incomplete(f"{len(failed)} of {len(results)} {noun} failed", failed)
     if group.func_name == STAGE:
         return _merge(group, results, rows)
-    return S.SUCCESS, {"result": results}
+    return TaskStatus.SUCCESS, {"result": results}
 
 
 def _merge(stage: Task, updates: list[Any], rows: dict[str, Any]) -> Outcome:
@@ -283,8 +282,9 @@ def _merge(stage: Task, updates: list[Any], rows: dict[str, Any]) -> Outcome:
             params.update(update)
         elif update is not None:
             error = f"returned {update!r}, not a dict of params to update"
-            return _incomplete("A step's result is not usable", [_failure(index, pk, rows[pk][0], S.SUCCESS, error)])
-    return S.SUCCESS, {"result": params}
+            failure = _failure(index, pk, rows[pk][0], TaskStatus.SUCCESS, error)
+            return _incomplete("A step's result is not usable", [failure])
+    return TaskStatus.SUCCESS, {"result": params}
 
 
 def _settle_chord(chord: Task) -> Outcome | None:
@@ -292,12 +292,13 @@ def _settle_chord(chord: Task) -> Outcome | None:
     if status not in DONE:
         return None
     if name != GROUP:  # the callback
-        if status == S.SUCCESS:
-            return S.SUCCESS, {"result": result}
+        if status == TaskStatus.SUCCESS:
+            return TaskStatus.SUCCESS, {"result": result}
         return _incomplete("The callback failed", [_failure(None, pk, name, status, error)])
-    if status != S.SUCCESS:
-        return S.INCOMPLETE, {"error": f"The header failed, so the callback did not run: {_reason(status, error)}",
-                              "result": {"failed": _failed_in(pk, name, status, result, error)}}
+    if status != TaskStatus.SUCCESS:
+        return TaskStatus.INCOMPLETE, {
+            "error": f"The header failed, so the callback did not run: {_reason(status, error)}",
+            "result": {"failed": _failed_in(pk, name, status, result, error)}}
     callback = Signature.from_json(chord.kwargs["callback"])
     row = _call_row(callback, chord, timezone.now(), [result, *callback.args], dict(callback.kwargs))
     row.save(force_insert=True)
@@ -311,20 +312,20 @@ def _settle_pipeline(pipeline: Task) -> Outcome | None:
     if status not in DONE:
         return None
     number, plan = stage_kwargs["stage"], pipeline.kwargs["stages"]
-    if status != S.SUCCESS:
+    if status != TaskStatus.SUCCESS:
         where = f"Stage {number} of {len(plan)} (priority {plan[number - 1]['priority']})"
         # FAILURE, not INCOMPLETE: the pipeline's own work (its params) stopped, not just a subtask.
-        return S.FAILURE, {"error": f"{where} failed: {_reason(status, error)}",
+        return TaskStatus.FAILURE, {"error": f"{where} failed: {_reason(status, error)}",
                            "result": {"stage": number, "params": stage_kwargs["params"],
                                       "failed": _failed_in(pk, name, status, result, error)}}
     if number == len(plan):
-        return S.SUCCESS, {"result": result}
+        return TaskStatus.SUCCESS, {"result": result}
     _wait_on(pipeline, _start_stage(pipeline, number + 1, result))
     return None
 
 
 def _reason(status: str, error: str | None) -> str:
-    return error or f"it ended {S(status).label}"
+    return error or f"it ended {TaskStatus(status).label}"
 
 
 def _failed_in(pk: Any, name: str, status: str, result: Any, error: str | None) -> list[dict[str, Any]]:
@@ -346,15 +347,16 @@ def _incomplete(summary: str, failed: list[dict[str, Any]]) -> Outcome:
     named = [_describe(failure) for failure in failed[:MAX_NAMED]]
     if len(failed) > MAX_NAMED:
         named.append(f"and {len(failed) - MAX_NAMED} more")
-    return S.INCOMPLETE, {"error": f"{summary}: {'; '.join(named)}", "result": {"failed": failed}}
+    return TaskStatus.INCOMPLETE, {"error": f"{summary}: {'; '.join(named)}", "result": {"failed": failed}}
 
 
 def _describe(failure: dict[str, Any]) -> str:
     index = "" if failure["index"] is None else f"#{failure['index']} "
     what = f"{index}{failure['func_name']} ({failure['task']})"
-    if failure["status"] == S.SUCCESS:  # it ran, but its result is not usable
+    if failure["status"] == TaskStatus.SUCCESS:  # it ran, but its result is not usable
         return f"{what} {failure['error']}"
-    return f"{what} ended {S(failure['status']).label}" + (f": {failure['error']}" if failure["error"] else "")
+    ended = f"{what} ended {TaskStatus(failure['status']).label}"
+    return ended + (f": {failure['error']}" if failure["error"] else "")
 
 
 # The rows of workflows are never queued, so these functions never run. They are registered so

@@ -58,7 +58,7 @@ def ping():
 
 ping = task(priority=3)(ping)
 from cq import registry
-assert registry.lookup(ping.module_path).priority == 3
+assert registry.find(ping.module_path).priority == 3
 print("models loaded:", "cq.models" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -162,13 +162,13 @@ def test_bad_limit_options_are_refused_when_the_decorator_runs(options, message)
         @task("refused", **options)
         def refused(cqt):
             return None
-    assert registry.lookup("refused") is None
+    assert registry.find("refused") is None
 
 
 def test_good_limit_options_are_kept():
-    fn = registry.get(tasks.five_per_second.name)
+    fn = registry.require(tasks.five_per_second.name)
     assert (fn.rate_limit, fn.rate_interval, fn.limited) == ("5/s", timedelta(seconds=0.2), True)
-    assert registry.get(tasks.echo.name).limited is False
+    assert registry.require(tasks.echo.name).limited is False
 
 
 # -- cost ---------------------------------------------------------------------------------------

@@ -13,39 +13,41 @@ from cq import backends
 from cq.management.commands.cq_maintenance import CLEARABLE
 from cq.models import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, TaskStatus
 
-S = TaskStatus
 CSS = Path(backends.__file__).parent / "static" / "cq" / "dashboard.css"
 
 
 def test_django_cqs_statuses_keep_their_groups_and_the_groups_agree():
     # django-cq's ten statuses, where django-cq had them; a status added later joins by its properties.
-    assert {S.SUCCESS, S.FAILURE, S.INCOMPLETE, S.LOST, S.REVOKED} <= DONE
-    assert DONE.isdisjoint({S.PENDING, S.RETRY, S.QUEUED, S.RUNNING, S.WAITING})
-    assert {S.PENDING, S.QUEUED, S.RUNNING, S.WAITING} <= ACTIVE and S.RETRY not in ACTIVE
-    assert {S.FAILURE, S.LOST} <= RETRYABLE <= ERROR
-    assert ERROR == DONE - {S.SUCCESS}
-    assert REVOCABLE == set(S) - DONE
+    finished = {TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.INCOMPLETE, TaskStatus.LOST, TaskStatus.REVOKED}
+    assert finished <= DONE
+    assert DONE.isdisjoint({TaskStatus.PENDING, TaskStatus.RETRY, TaskStatus.QUEUED, TaskStatus.RUNNING,
+                            TaskStatus.WAITING})
+    assert {TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.WAITING} <= ACTIVE
+    assert TaskStatus.RETRY not in ACTIVE
+    assert {TaskStatus.FAILURE, TaskStatus.LOST} <= RETRYABLE <= ERROR
+    assert ERROR == DONE - {TaskStatus.SUCCESS}
+    assert REVOCABLE == set(TaskStatus) - DONE
     assert ACTIVE <= REVOCABLE
-    assert all(status.final == (status in DONE) for status in S)
+    assert all(status.final == (status in DONE) for status in TaskStatus)
 
 
 def test_every_status_has_a_django_status():
-    missing = set(S) - set(backends.STATUSES)
+    missing = set(TaskStatus) - set(backends.STATUSES)
     assert not missing, f"cq.backends.STATUSES has no Django status for {sorted(missing)}"
-    assert {status for status in S if backends.STATUSES[status] in backends.FINISHED} == DONE
-    assert set(backends.ENDED_WITHOUT_ERROR) == ERROR - {S.FAILURE}, (
+    assert {status for status in TaskStatus if backends.STATUSES[status] in backends.FINISHED} == DONE
+    assert set(backends.ENDED_WITHOUT_ERROR) == ERROR - {TaskStatus.FAILURE}, (
         "cq.backends.ENDED_WITHOUT_ERROR names the exception of each failed status but FAILURE")
 
 
 def test_maintenance_can_clear_every_final_status_and_pending_ones():
-    missing = (DONE | {S.PENDING}) - set(CLEARABLE.values())
+    missing = (DONE | {TaskStatus.PENDING}) - set(CLEARABLE.values())
     assert not missing, f"cq_maintenance's CLEARABLE has no flag for {sorted(missing)}"
 
 
 def test_the_dashboard_has_a_colour_for_every_status():
     coloured = {code for selectors, body in re.findall(r"([^{}]*)\{([^}]*)\}", CSS.read_text())
                 if re.search(r"(^|[;\s])color:", body) for code in re.findall(r"\.status-([A-Z])\b", selectors)}
-    missing = {status for status in S if status.value not in coloured}
+    missing = {status for status in TaskStatus if status.value not in coloured}
     assert not missing, f"cq/static/cq/dashboard.css has no colour for {sorted(missing)}"
 
 
@@ -53,7 +55,7 @@ def test_the_dashboard_has_a_colour_for_every_status():
 def test_the_dashboard_script_reads_the_statuses_from_the_page(admin_client):
     page = admin_client.get("/cq/").content.decode()
     assert '<script id="cq-statuses" type="application/json">' in page
-    for status in S:
+    for status in TaskStatus:
         assert f'"{status.value}": "{status.label}"' in page
     script = (CSS.parent / "dashboard.js").read_text()
     assert not re.search(r"\b[A-Z]: \"(Pending|Success)\"|\"FSILE\"", script), "dashboard.js copies the statuses"
