@@ -21,7 +21,6 @@ while the task modules are being imported.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from dataclasses import replace
 from typing import Any
@@ -30,7 +29,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import registry, signals, validation
+from . import current, registry, signals, validation
 from .statuses import TaskStatus
 
 try:  # Django 6.0 and later
@@ -160,13 +159,6 @@ class _Runner:
         functools.update_wrapper(self, task.func)
 
     def __call__(self, row: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _running.set(row)
-        try:
-            return self._run(row, args, kwargs)
-        finally:
-            _running.reset(token)
-
-    def _run(self, row: Any, args: Any, kwargs: Any) -> Any:
         task = _as_queued(self.task, row)
         backend = task.get_backend()
         result = as_result(row, task, backend.alias)
@@ -186,9 +178,6 @@ class _Runner:
             raise
 
 
-_running: contextvars.ContextVar[Any] = contextvars.ContextVar("cq_running_django_task", default=None)
-
-
 def running_task() -> Any:
     """The cq task row the running Django task runs as: what a cq task function gets as ``cqt``,
     for progress, logs and fields (``running_task().progress(3, 10)``; from a coroutine, through
@@ -197,8 +186,8 @@ def running_task() -> Any:
     Raises:
         RuntimeError: no Django task is running here.
     """
-    row = _running.get()
-    if row is None:
+    row = current.task()
+    if row is None or django_task_of(row) is None:
         raise RuntimeError("No Django task is running here: running_task() is for the body of a Django task.")
     return row
 

@@ -62,8 +62,7 @@ class _Failed(Exception):
 def run(task: Task, batch: Batch | None = None) -> None:
     """Run a claimed task and record its outcome (in ``batch``, if given). The task's own errors
     never escape; an error that does is cq's, and the outcome is then not recorded."""
-    current.start(task.pk)
-    try:
+    with current.running(task):
         try:
             fn = registry.require_for_row(task)
         except TaskNotRegistered as error:
@@ -75,8 +74,6 @@ def run(task: Task, batch: Batch | None = None) -> None:
             _run_atomic(task, fn)
         else:
             _run_plain(task, fn)
-    finally:
-        current.finish()
 
 
 def _call(task: Task, fn: registry.TaskFunction[Any, Any]) -> Any:
