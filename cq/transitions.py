@@ -382,7 +382,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     """Finish a WAITING task whose subtasks are all done; then its parent, and so on up.
 
     Must run inside a transaction; ``cause`` is the error that made a subtask fail, handed to
-    errbacks. Groups, chords and stages decide for themselves (``cq.workflows``).
+    errbacks. Groups, chords and stages decide by their own rules (``cq.workflows.RULES``).
     """
     pending = getattr(_local, "settling", None)
     if pending is not None:
@@ -391,12 +391,13 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     task = Task.objects.select_for_update().filter(pk=task_id).first()
     if task is None or task.status != TaskStatus.WAITING:
         return
-    if task.func_name in workflows.NAMES:
+    rule = workflows.RULES.get(task.func_name)
+    if rule is None:
+        outcome = _tree_outcome(task)
+    else:
         # A workflow names its own failures (every failed member of a group), so the error
         # that woke it is not necessarily the one it reports.
-        outcome, cause = workflows.settle(task), None
-    else:
-        outcome = _tree_outcome(task)
+        outcome, cause = rule(task), None
     if outcome is None:
         return
     status, fields = outcome

@@ -3,7 +3,7 @@
 A workflow is a task row written WAITING, together with its first subtasks, in
 the caller's transaction; no worker ever runs it. Whenever one of its subtasks
 finishes, ``transitions.settle`` locks the workflow's row, as it does for any
-waiting parent, and asks :func:`settle` here what to do:
+waiting parent, and asks the rule of its kind (:data:`RULES`) what to do:
 
 - a *group* (``cq.group``) waits for all its members, then ends SUCCESS with
   their results in the order given (``kwargs["members"]`` keeps the order), or
@@ -26,7 +26,7 @@ workflow that ends INCOMPLETE (or a pipeline FAILURE) names what failed in its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -45,9 +45,8 @@ from .signatures import Signature, as_signature
 Task = get_task_model()
 
 
+#: The names of the workflows' task functions: their rows are settled by :data:`RULES`.
 GROUP, STAGE, CHORD, STAGES = "cq.group", "cq.stage", "cq.chord", "cq.stages"
-#: The task functions whose rows ``transitions.settle`` hands to :func:`settle`.
-NAMES = frozenset({GROUP, STAGE, CHORD, STAGES})
 #: Failures named in an error message; the result lists them all.
 MAX_NAMED = 10
 
@@ -244,17 +243,6 @@ def _wait_on(task: Task, child: Task) -> None:
 Outcome = tuple[TaskStatus, dict[str, Any]]
 
 
-def settle(workflow: Task) -> Outcome | None:
-    """What the WAITING ``workflow`` does now that a subtask of it finished: end, with a status
-    and the fields to write, or go on waiting (``None``), maybe having started its next step.
-    Called by ``transitions.settle`` with the workflow's row locked."""
-    if workflow.func_name == CHORD:
-        return _settle_chord(workflow)
-    if workflow.func_name == STAGES:
-        return _settle_pipeline(workflow)
-    return _settle_group(workflow)
-
-
 def _settle_group(group: Task) -> Outcome | None:
     members = Task.objects.filter(parent=group.pk)
     if members.filter(status__in=_UNFINISHED).exists():
@@ -359,6 +347,18 @@ def _describe(failure: dict[str, Any]) -> str:
     return ended + (f": {failure['error']}" if failure["error"] else "")
 
 
+#: How each kind of workflow settles, by the name of its function: what the WAITING workflow does
+#: now that a subtask of it finished. A rule ends it, with a status and the fields to write, or
+#: lets it go on waiting (``None``), maybe having started its next step. ``transitions.settle``
+#: calls it with the workflow's row locked.
+RULES: dict[str, Callable[[Task], Outcome | None]] = {
+    GROUP: _settle_group,
+    STAGE: _settle_group,  # a group whose members were given params=
+    CHORD: _settle_chord,
+    STAGES: _settle_pipeline,
+}
+
+
 # The rows of workflows are never queued, so these functions never run. They are registered so
 # that no task function of a project can take these names (transitions.settle would take its rows
 # for workflows), and so that a row queued by hand fails with a clear error.
@@ -367,5 +367,5 @@ def _settled_not_run(cqt: Any, *args: Any, **kwargs: Any) -> None:
                       f"subtasks finish.")
 
 
-for _name in sorted(NAMES):
+for _name in sorted(RULES):
     task(_name)(_settled_not_run)
