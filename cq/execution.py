@@ -33,7 +33,6 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from . import current, registry, transitions
 from .conf import settings
 from .exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
-from .heartbeat import incarnation_name
 from .inline import InlineTask
 from .models import get_task_model
 
@@ -44,9 +43,6 @@ logger = logging.getLogger(__name__)
 #: First and longest pause between two tries at recording an outcome the database did not take.
 RECORD_PAUSE = 0.1
 MAX_RECORD_PAUSE = 5.0
-
-#: A name for this process as a worker, unique to this start of it.
-worker_name = incarnation_name
 
 Write = Callable[[], None]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from django.test import TestCase
 
-from .worker import Worker
+from .workers.worker import Worker
 
 
 def run_ready_tasks(max_tasks: int | None = None) -> int:

@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 
 from cq import clock
-from cq.worker import Worker
+from cq.workers.worker import Worker
 from tests.helpers import RedisServer, WorkerProcess, events_layers
 
 

@@ -22,7 +22,7 @@ BATCHES = connection.vendor == "postgresql"
 @pytest.fixture
 def worker(worker, monkeypatch):
     # Tasks under a second count as quick here, however loaded the machine running the tests.
-    monkeypatch.setattr("cq.worker.QUICK", 1.0)
+    monkeypatch.setattr("cq.workers.worker.QUICK", 1.0)
     tasks.noop.delay()
     worker.run_once(0)  # a quick task: the worker now claims several doorbells at a time
     worker.run_once(0)  # and its periodic look in the database is done

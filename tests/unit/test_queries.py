@@ -25,7 +25,7 @@ def statements(captured: CaptureQueriesContext) -> dict[str, int]:
 
 @pytest.fixture
 def worker(worker, monkeypatch):
-    monkeypatch.setattr("cq.worker.QUICK", 1.0)  # quick, however loaded the machine running the tests
+    monkeypatch.setattr("cq.workers.worker.QUICK", 1.0)  # quick, however loaded the machine running the tests
     worker.run_once(0)  # its periodic look in the database, once per CQ_POLL_INTERVAL, is done
     return worker
 
@@ -62,7 +62,7 @@ def test_quick_tasks_are_claimed_several_at_once(worker):
 
 
 def test_a_stopping_worker_puts_back_what_it_claimed_but_did_not_start(worker):
-    from cq.worker import Hooks
+    from cq.workers.worker import Hooks
 
     class StopAfterFirst(Hooks):
         def task_started(self, task):

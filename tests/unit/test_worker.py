@@ -9,7 +9,7 @@ import pytest
 
 from cq import doorbell
 from cq.models import Task
-from cq.worker import Worker
+from cq.workers.worker import Worker
 from tests.testapp import tasks
 from tests.testapp.models import Record
 

@@ -8,9 +8,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cq.conf import settings
 from cq.scheduler import Scheduler
-from cq.supervisor import Supervisor
 from cq.validation import QUEUE_RULE, is_queue_name
-from cq.worker import Worker
+from cq.workers.supervisor import Supervisor
+from cq.workers.worker import Worker
 
 
 def _positive(value: str) -> int:

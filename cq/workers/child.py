@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .hooks import Hooks
 
 if TYPE_CHECKING:
-    from .models import Task
+    from ..models import Task
 
 
 def main(conn: Connection, orders: Connection, token: str, queues: list[str], poll_interval: float | None,
@@ -31,7 +31,7 @@ def main(conn: Connection, orders: Connection, token: str, queues: list[str], po
 
     django.setup()
     # Only now may the modules that load models be imported.
-    from .execution import hard_time_limit
+    from ..execution import hard_time_limit
     from .heartbeat import incarnation_name
     from .worker import Worker
 

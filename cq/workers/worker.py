@@ -28,15 +28,16 @@ from typing import Any
 
 from django.db import close_old_connections, connection, connections
 
-from . import doorbell, execution, heartbeat, metadata, transitions
-from .conf import settings
+from .. import doorbell, execution, metadata, transitions
+from ..conf import settings
+from ..models import get_task_model
+from . import heartbeat
 from .heartbeat import Heartbeat, Incarnation
 from .hooks import Hooks
-from .models import get_task_model
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.worker")  # its name before cq's subpackages: LOGGING settings use it
 
 MAX_BACKOFF = 10.0
 #: Most doorbells a worker takes at once, and only while its tasks finish within QUICK.
@@ -56,7 +57,7 @@ class Worker:
     def __init__(self, *, queues: Iterable[str] = ("default",), poll_interval: float | None = None,
                  queued_grace: float | None = None, name: str | None = None, max_tasks: int | None = None,
                  hooks: Hooks | None = None) -> None:
-        self.name = name or execution.worker_name()
+        self.name = name or heartbeat.incarnation_name()
         self.queues = list(queues)
         self.poll_interval = settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.queued_grace = settings.QUEUED_GRACE if queued_grace is None else queued_grace

@@ -25,10 +25,10 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.db.models.functions import Now
 
-from .conf import settings
-from .models import Worker
+from ..conf import settings
+from ..models import Worker
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.heartbeat")  # its name before cq's subpackages: LOGGING settings use it
 
 
 def incarnation_name(pid: int | None = None, token: str | None = None) -> str:

@@ -1,10 +1,10 @@
 """The supervisor behind ``cq_runworker``: N worker processes, watched and restarted.
 
-Each child is a spawned process running a :class:`~cq.worker.Worker`; it
+Each child is a spawned process running a :class:`~cq.workers.worker.Worker`; it
 tells the supervisor over a pipe which task it starts and finishes, and takes
 its orders (stop) over another. The supervisor:
 
-- records each child's start and its heartbeats (``cq.heartbeat``): it never
+- records each child's start and its heartbeats (``cq.workers.heartbeat``): it never
   runs task code, so a task that holds the GIL cannot starve them;
 
 - restarts a child that exits (after ``--max-tasks-per-child`` tasks, or a
@@ -37,17 +37,18 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from . import heartbeat, transitions
+from .. import transitions
+from ..conf import settings
+from ..exceptions import CQError, TaskLost, TimeLimitExceeded
+from ..models import Worker as WorkerRow
+from ..models import get_task_model
+from . import heartbeat
 from .child import main as child_main
-from .conf import settings
-from .exceptions import CQError, TaskLost, TimeLimitExceeded
 from .heartbeat import Heartbeat, Incarnation
-from .models import Worker as WorkerRow
-from .models import get_task_model
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.supervisor")  # its name before cq's subpackages: LOGGING settings use it
 
 _spawn = multiprocessing.get_context("spawn")
 #: How often the supervisor looks at its children when nothing happens.
