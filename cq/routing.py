@@ -9,7 +9,7 @@
 
 from django.urls import path
 
-from .consumers import TaskEventsConsumer
+from .web.consumers import TaskEventsConsumer
 
 websocket_urlpatterns = [
     path("ws/cq/tasks/", TaskEventsConsumer.as_asgi()),

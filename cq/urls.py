@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api, dashboard
+from .web import api, dashboard
 
 app_name = "cq"
 urlpatterns = [

@@ -1,4 +1,4 @@
-"""The websocket of live events (cq.consumers, cq.routing), through a real Redis channel layer."""
+"""The websocket of live events (cq.web.consumers, cq.routing), through a real Redis channel layer."""
 
 from __future__ import annotations
 

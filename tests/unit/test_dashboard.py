@@ -58,7 +58,7 @@ def test_the_throughput_chart_counts_the_last_hours_finished_tasks_by_status(sta
 
     from django.utils import timezone
 
-    from cq.dashboard import throughput
+    from cq.web.dashboard import throughput
 
     tasks.add.delay(1, 2), tasks.add.delay(2, 3), tasks.failing.delay()
     drain()

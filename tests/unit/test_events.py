@@ -1,4 +1,4 @@
-"""Live events (cq.events) and their websocket (cq.consumers), through a real Redis channel layer."""
+"""Live events (cq.events): notifiers, and task_finished; the websocket is in tests/integration/test_websocket.py."""
 
 from __future__ import annotations
 

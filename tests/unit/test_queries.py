@@ -162,7 +162,7 @@ def test_the_dashboards_chart_and_queues_read_no_whole_table(worker):
     ones: both through an index, however many finished tasks the table keeps."""
     from django.utils import timezone
 
-    from cq.dashboard import queue_depths, throughput
+    from cq.web.dashboard import queue_depths, throughput
 
     tasks.noop.delay()
     worker.drain()

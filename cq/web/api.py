@@ -7,7 +7,7 @@ with the HTTP status: 400 bad input, 401 not logged in, 403 not allowed, 404 no 
 would not store (``cq.validation``): a body that is not strict JSON (``NaN``, nesting too deep
 for Python's parser, over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``), a NUL in a filter, an eta
 without an instant in UTC; it never reaches the database. Staff see every task and
-may act on any; another user sees and acts on the tasks ``cq.consumers.can_see`` allows;
+may act on any; another user sees and acts on the tasks ``cq.web.access.can_see`` allows;
 creating a task takes staff or the task model's ``add`` permission, and only a registered
 function runs: the name is looked up in the ``@task`` registry, never imported.
 """
@@ -25,10 +25,10 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import registry, transitions, validation
-from .consumers import can_see
-from .exceptions import CQError, InvalidTask, TaskNotRegistered
-from .models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
+from .. import registry, transitions, validation
+from ..exceptions import CQError, InvalidTask, TaskNotRegistered
+from ..models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
+from .access import can_see
 
 PAGE = 50
 #: Options a caller of the API may give a new task.

@@ -1,6 +1,6 @@
 """The dashboard's pages (staff only): the task list with a throughput chart, a task's page,
 workers and queues. They are plain templates; a little JavaScript (static/cq/dashboard.js)
-keeps them current over the websocket of cq.routing and acts through the JSON API (cq.api)."""
+keeps them current over the websocket of cq.routing and acts through the JSON API (cq.web.api)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from . import registry
+from .. import registry
+from ..conf import settings
+from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
 from .api import WINDOWS, Refused, filter_tasks
-from .conf import settings
-from .models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
 
 PAGE = 100
 
 
 @staff_member_required
 def task_list(request: HttpRequest) -> HttpResponse:
-    """Tasks, newest first, filtered as the JSON API's list is (``cq.api.filter_tasks``), with
+    """Tasks, newest first, filtered as the JSON API's list is (``cq.web.api.filter_tasks``), with
     the throughput chart of the last hour."""
     Task = get_task_model()
     query = request.GET
@@ -55,7 +55,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     return _page(request, "cq/task.html", {
         "task": task, "tree": tree_of(task), "logs": task.logs, "progress": progress,
         "result": json.dumps(task.result, indent=2, sort_keys=True),
-        # The actions the API would take (cq.api answers 409 to the others).
+        # The actions the API would take (cq.web.api answers 409 to the others).
         "revocable": task.status in REVOCABLE,
         "retryable": task.parent_id is None and TaskStatus(task.status).retryable,
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),

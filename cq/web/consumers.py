@@ -4,8 +4,8 @@
 ``ws/cq/tasks/<id>/`` those of one task: of its whole tree for a top-level
 task, of the task alone for a subtask. Staff see every task; other users the
 tasks ``CQ_TASK_ACCESS(user, task)`` allows, by default those whose ``owner``
-column (on a task model of the project's own) is them. Anonymous users are
-refused. Refusals close the socket with 4401 (not logged in), 4403 (not
+column (on a task model of the project's own) is them (``cq.web.access``).
+Anonymous users are refused. Refusals close the socket with 4401 (not logged in), 4403 (not
 allowed) or 4404 (no such task).
 """
 
@@ -15,22 +15,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.utils.module_loading import import_string
 
-from . import events
-from .conf import settings
-from .models import find_task
-
-
-def can_see(user: Any, task: Any) -> bool:
-    """Whether ``user`` may watch ``task`` (and act on it, in the dashboard)."""
-    if user is None or not user.is_authenticated:
-        return False
-    if user.is_staff:
-        return True
-    if settings.TASK_ACCESS:
-        return bool(import_string(settings.TASK_ACCESS)(user, task))
-    return getattr(task, "owner_id", None) == user.pk
+from .. import events
+from ..models import find_task
+from .access import can_see
 
 
 class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
