@@ -57,7 +57,7 @@ class Settings:
     EVENTS_LAYER: str = "default"
     #: Dotted path of a callable ``(user, task) -> bool``: may a user who is not staff watch a task?
     TASK_ACCESS: str | None = None
-    #: Dotted paths of callables ``notify(task_id, event)`` called on every event (cq.events).
+    #: Dotted paths of callables ``notify(task_id, event)`` called on every event (cq.transport.events).
     NOTIFIERS: tuple[str, ...] = ()
     #: How many published log lines a task keeps (django-cq's ``limit``).
     LOG_LIMIT: int = 40

@@ -42,8 +42,9 @@ from django.db.models import Func, IntegerField, Q, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from . import clock, doorbell, registry, transitions
+from . import clock, registry, transitions
 from .models import RateLimit, TaskStatus, get_task_model
+from .transport import doorbell
 
 Task = get_task_model()
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import events, validation
+from . import validation
 from .conf import settings
 from .signals import task_log
+from .transport import events
 
 if TYPE_CHECKING:
     from .models import get_task_model

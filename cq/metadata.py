@@ -26,11 +26,12 @@ from typing import Any
 
 from django.db import DatabaseError, connections, router
 
-from . import events, validation
+from . import validation
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import AbstractTask, TaskStatus, get_task_model
 from .returning import update_row
+from .transport import events
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from django.db import transaction
 from django.db.models import F, Min
 from django.utils import timezone
 
-from . import dispatch, doorbell, registry, validation
+from . import dispatch, registry, validation
 from .cron import next_fire, validate_crontab, validate_timezone
 from .exceptions import InvalidTask, TaskNotRegistered
 from .models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
+from .transport import doorbell
 
 Task = get_task_model()
 

@@ -42,13 +42,14 @@ from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
-from . import clock, current, doorbell, errbacks, events, limits, registry, signals, validation, workflows
+from . import clock, current, errbacks, limits, registry, signals, validation, workflows
 from .conf import settings
 from .exceptions import CQError, InvalidTask, TaskLost
 from .inline import InlineTask
 from .logs import flush as flush_logs
 from .models import ERROR, RETRYABLE, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .returning import by_pk, update_returning, update_row
+from .transport import doorbell, events
 
 Task = get_task_model()
 

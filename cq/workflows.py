@@ -35,12 +35,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import dispatch, doorbell, registry, validation
+from . import dispatch, registry, validation
 from .conf import settings
 from .exceptions import InvalidTask
 from .models import DONE, UNFINISHED, TaskStatus, get_task_model
 from .registry import task
 from .signatures import Signature, as_signature
+from .transport import doorbell
 
 Task = get_task_model()
 

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 def events_layers(layers: dict[str, Any], redis_url: str) -> dict[str, Any]:
-    """``layers`` plus the "default" layer that carries live events (cq.events), on ``redis_url``."""
+    """``layers`` plus the "default" layer that carries live events (cq.transport.events), on ``redis_url``."""
     return {**layers, "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                                   "CONFIG": {"hosts": [redis_url], "prefix": "cqtest-events"}}}
 

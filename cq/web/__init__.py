@@ -3,7 +3,7 @@
 - ``api``: the JSON API (list, read, create, revoke, retry, re-run tasks).
 - ``dashboard``: the staff pages (task list, a task's page, workers, queues), rendered from
   ``cq/templates/cq/`` with ``cq/static/cq/``.
-- ``consumers``: the websocket consumer that streams live events (``cq.events``).
+- ``consumers``: the websocket consumer that streams live events (``cq.transport.events``).
 - ``access``: who may see a task.
 
 Their public routes are ``cq.urls`` (``path("cq/", include("cq.urls"))``) and ``cq.routing``

@@ -1,4 +1,4 @@
-"""The websocket of live events (cq.events): ``cq.routing.websocket_urlpatterns``.
+"""The websocket of live events (cq.transport.events): ``cq.routing.websocket_urlpatterns``.
 
 ``ws/cq/tasks/`` streams the events of every task, to staff only;
 ``ws/cq/tasks/<id>/`` those of one task: of its whole tree for a top-level
@@ -16,8 +16,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from .. import events
 from ..models import find_task
+from ..transport import events
 from .access import can_see
 
 

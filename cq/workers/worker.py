@@ -28,9 +28,10 @@ from typing import Any
 
 from django.db import close_old_connections, connection, connections
 
-from .. import doorbell, execution, metadata, transitions
+from .. import execution, metadata, transitions
 from ..conf import settings
 from ..models import get_task_model
+from ..transport import doorbell
 from . import heartbeat
 from .heartbeat import Heartbeat, Incarnation
 from .hooks import Hooks

@@ -18,9 +18,9 @@ from unittest import mock
 import pytest
 from django.db import connection, transaction
 
-from cq import doorbell
 from cq.canvas import group
 from cq.models import Task
+from cq.transport import doorbell
 from tests.faults.common import FAST, finished, listing, outcome, row_locked, wait_until
 from tests.testapp import tasks
 

@@ -7,10 +7,10 @@ import datetime
 import pytest
 from django.db import transaction
 
-from cq import doorbell
 from cq.exceptions import InvalidTask, TaskNotRegistered
 from cq.models import Task
 from cq.registry import task
+from cq.transport import doorbell
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from cq import doorbell
 from cq.layers import PRIORITY_SHIFT, PRIORITY_STEP, get_layer
+from cq.transport import doorbell
 from cq.validation import MAX_PRIORITY
 
 PREFIX = "cqtest-doorbell-"  # under the test suite's prefix, so that each test starts clean

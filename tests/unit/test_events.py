@@ -1,4 +1,5 @@
-"""Live events (cq.events): notifiers, and task_finished; the websocket is in tests/integration/test_websocket.py."""
+"""Live events (cq.transport.events): notifiers, and task_finished. The websocket is in
+tests/integration/test_websocket.py."""
 
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ def test_result_that_is_not_json_fails_the_task_with_a_clear_error(drain):
 
 def test_task_whose_function_is_no_longer_registered_fails(drain):
     task = Task.objects.create(func_name="tests.gone", status=Task.STATUS_QUEUED)
-    from cq import doorbell
+    from cq.transport import doorbell
 
     doorbell.ring([task.pk])
     drain()

@@ -10,10 +10,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from cq import doorbell, execution, registry, transitions
+from cq import execution, registry, transitions
 from cq.exceptions import InvalidTask, TaskLost
 from cq.models import RateLimit, Task
 from cq.registry import task
+from cq.transport import doorbell
 from tests.helpers import eventually
 from tests.testapp import tasks
 from tests.unit.test_queries import full_scans

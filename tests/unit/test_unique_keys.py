@@ -7,9 +7,9 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from cq import doorbell
 from cq.exceptions import InvalidTask
 from cq.models import Task
+from cq.transport import doorbell
 from tests.helpers import eventually
 from tests.testapp import tasks
 from tests.testapp.models import Record

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from cq import doorbell
 from cq.models import Task
+from cq.transport import doorbell
 from cq.workers.worker import Worker
 from tests.testapp import tasks
 from tests.testapp.models import Record

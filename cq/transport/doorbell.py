@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 from django.db import transaction
 
-from .conf import settings
-from .layers import get_layer
-from .validation import excerpt
+from ..conf import settings
+from ..layers import get_layer
+from ..validation import excerpt
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.doorbell")  # its name before cq's subpackages: LOGGING settings use it
 
 T = TypeVar("T")
 MESSAGE_TYPE = "cq.task"

@@ -32,11 +32,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import doorbell, signals
-from .conf import settings
-from .models import DONE
+from .. import signals
+from ..conf import settings
+from ..models import DONE
+from . import doorbell
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.events")  # its name before cq's subpackages: LOGGING settings use it
 
 ALL = "cq.all"
 
