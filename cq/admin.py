@@ -14,9 +14,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from . import registry, schedule
-from .cron import upcoming
+from . import registry
 from .models import RepeatingTask, get_task_model
+from .scheduling import firing
+from .scheduling.cron import upcoming
 
 Task = get_task_model()
 
@@ -165,7 +166,7 @@ class RepeatingTaskAdmin(_FiltersWithoutNul, admin.ModelAdmin):
 
     @admin.action(description="Run the selected repeating tasks now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[RepeatingTask]) -> None:
-        launched = [schedule.launch(rt, timezone.now()) for rt in queryset]
+        launched = [firing.launch(rt, timezone.now()) for rt in queryset]
         self.message_user(request, f"Launched {len(launched)} task(s).", messages.SUCCESS)
 
     @admin.action(description="Enable the selected repeating tasks")

@@ -19,8 +19,9 @@ from django.db import models
 from django.utils import timezone
 
 from .conf import settings
-from .cron import validate_crontab, validate_timezone
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
+from .scheduling.cron import validate_crontab, validate_timezone
+from .scheduling.repeating import build_repeating_task, reschedule, validate_repeating_task
 from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, TaskStatus  # noqa: F401  (public here)
 
 #: The task model's label, for foreign keys: ``settings.CQ_TASK_MODEL`` (set by cq's app config).
@@ -350,8 +351,6 @@ class RepeatingTask(models.Model):
         return f"{self.func_name}({', '.join(arguments)}) [{self.crontab}]"
 
     def clean(self) -> None:
-        from .schedule import validate_repeating_task
-
         validate_repeating_task(self)
 
     @classmethod
@@ -365,8 +364,6 @@ class RepeatingTask(models.Model):
         # Rows written by the admin or code get their next run here; data migrations,
         # whose historical models lack this method, go through schedule_task().
         if "update_fields" not in kwargs:
-            from .schedule import reschedule
-
             reschedule(self)
         super().save(*args, **kwargs)
 
@@ -384,8 +381,6 @@ def schedule_task(cls: type[models.Model], crontab: str, func: Callable[..., Any
         ValidationError: a bad crontab, time zone or arguments.
         TaskNotRegistered: ``func`` is not a registered task function.
     """
-    from .schedule import build_repeating_task
-
     return build_repeating_task(cls, crontab, func, args, kwargs, **fields)
 
 

@@ -16,7 +16,7 @@ Only the functions here write ``status``::
 :class:`Stale`: the run's outcome is somebody else's to record now.
 
 **The database's clock.** A claim stamps ``started`` with ``Now()``; heartbeats and the
-sweeper's cutoff use it too (``cq.workers.heartbeat``, ``cq.sweeper``). Times computed here use
+sweeper's cutoff use it too (``cq.workers.heartbeat``, ``cq.scheduling.sweeper``). Times computed here use
 ``cq.clock``, corrected by what each claim returns.
 
 **What follows a final status** (:func:`_follow`) is written once: errbacks once it

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from cq import schedule
 from cq.models import RepeatingTask, Task, schedule_task
+from cq.scheduling import firing
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,7 +111,7 @@ def test_a_list_filter_holding_nul_is_a_bad_request_not_a_database_error(staff_c
 
 def test_repeating_task_list_shows_next_runs_and_last_run_link(staff_client):
     rt = schedule_task(RepeatingTask, "0 12 * * *", tasks.echo, timezone="Europe/Paris")
-    task = schedule.launch(rt, timezone.now())
+    task = firing.launch(rt, timezone.now())
     page = staff_client.get(reverse("admin:cq_repeatingtask_changelist")).content.decode()
     assert page.count(" 12:00 CE") == 3  # three next runs, in the task's own zone (CET or CEST)
     assert reverse("admin:cq_task_change", args=[task.pk]) in page

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.exceptions import ValidationError
 
-from cq.cron import next_fire, upcoming, validate_crontab, validate_timezone
+from cq.scheduling.cron import next_fire, upcoming, validate_crontab, validate_timezone
 
 
 def local(zone: str, *args: int) -> datetime:

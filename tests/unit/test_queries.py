@@ -112,7 +112,8 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
 
     from django.utils import timezone
 
-    from cq import canvas, logs, schedule, sweeper, transitions
+    from cq import canvas, logs, transitions
+    from cq.scheduling import firing, sweeper
 
     parent = tasks.spawns_subtask_returns_own.delay()
     tasks.noop.delay().chain(tasks.noop)
@@ -122,8 +123,8 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
     with CaptureQueriesContext(connection) as captured:
         worker.drain()
         transitions.claim_due("test-worker", ["default"], 0)
-        schedule.release_delayed(later)
-        schedule.next_due(timezone.now())
+        firing.release_delayed(later)
+        firing.next_due(timezone.now())
         sweeper.find_lost()
         logs.tree_logs(parent)
         canvas.revoke(delayed)

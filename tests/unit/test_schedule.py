@@ -10,10 +10,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.utils import timezone
 
-from cq import schedule
 from cq.exceptions import InvalidTask, TaskNotRegistered
 from cq.models import RepeatingTask, Task, schedule_task
-from cq.scheduler import Scheduler
+from cq.scheduling import firing
+from cq.scheduling.scheduler import Scheduler
 from tests.helpers import eventually
 from tests.testapp import tasks
 
@@ -99,9 +99,9 @@ def test_a_due_slot_fires_once_even_when_two_schedulers_try_it(drain):
     rt = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.add, args=(2, 2), coalesce=False))
     stale_copy = RepeatingTask.objects.get(pk=rt.pk)
     now = timezone.now()
-    task = schedule.fire(rt, now)
+    task = firing.fire(rt, now)
     assert task is not None
-    assert schedule.fire(stale_copy, now) is None
+    assert firing.fire(stale_copy, now) is None
     drain()
     rt.refresh_from_db()
     assert (rt.last_task_id, rt.last_run) == (task.pk, now)
@@ -120,11 +120,11 @@ def test_missed_runs_fire_once_on_restart():
 
 def test_coalescing_task_does_not_launch_while_an_earlier_run_is_active(drain):
     rt = due_now(schedule_task(RepeatingTask, "* * * * *", tasks.noop, coalesce=True))
-    first = schedule.fire(rt, timezone.now())
+    first = firing.fire(rt, timezone.now())
     assert first is not None
-    assert schedule.fire(due_now(rt), timezone.now()) is None  # the first run is still queued
+    assert firing.fire(due_now(rt), timezone.now()) is None  # the first run is still queued
     drain()
-    assert schedule.fire(due_now(rt), timezone.now()) is not None
+    assert firing.fire(due_now(rt), timezone.now()) is not None
     assert Task.objects.filter(func_name="tests.testapp.tasks.noop").count() == 2
 
 
@@ -134,10 +134,10 @@ def test_delayed_task_does_not_run_before_its_time(drain):
     task.refresh_from_db()
     assert task.status == Task.STATUS_QUEUED
     assert task.run_after - task.submitted >= timedelta(seconds=3599)
-    assert schedule.release_delayed(timezone.now()) == 0
+    assert firing.release_delayed(timezone.now()) == 0
     # When its time comes the scheduler rings its doorbell.
     Task.objects.filter(pk=task.pk).update(run_after=timezone.now())
-    assert schedule.release_delayed(timezone.now()) == 1
+    assert firing.release_delayed(timezone.now()) == 1
     assert drain() == 1
     assert task.wait().result == 2
 
@@ -162,7 +162,7 @@ def test_revoking_a_delayed_task_before_it_is_due_prevents_it(drain):
     task = tasks.add.delay_args((1, 1), countdown=3600)
     task.revoke()
     Task.objects.filter(pk=task.pk).update(run_after=timezone.now())
-    schedule.release_delayed(timezone.now())
+    firing.release_delayed(timezone.now())
     assert drain() == 0
     assert task.wait().status == Task.STATUS_REVOKED
 
@@ -190,7 +190,7 @@ def test_naive_eta_is_read_in_the_current_time_zone(settings):
 
 
 def _no_lease():
-    from cq.lease import Lease
+    from cq.scheduling.lease import Lease
 
     return Lease(None, "")
 

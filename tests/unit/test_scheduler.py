@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from cq.models import RepeatingTask, Task, schedule_task
-from cq.scheduler import Scheduler, default_lease
+from cq.scheduling.scheduler import Scheduler, default_lease
 from tests.helpers import eventually
 from tests.testapp import tasks
 

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from cq import sweeper
 from cq.models import Task, Worker
+from cq.scheduling import sweeper
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from cq.sweeper import find_lost
+from cq.scheduling.sweeper import find_lost
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from cq.models import TaskStatus, get_task_model
-from cq.sweeper import sweep
+from cq.scheduling.sweeper import sweep
 
 Task = get_task_model()
 

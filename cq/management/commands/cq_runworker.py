@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cq.conf import settings
-from cq.scheduler import Scheduler
+from cq.scheduling.scheduler import Scheduler
 from cq.validation import QUEUE_RULE, is_queue_name
 from cq.workers.supervisor import Supervisor
 from cq.workers.worker import Worker

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from cq.scheduler import Scheduler
+from cq.scheduling.scheduler import Scheduler
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ import uuid
 
 import redis
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.lease")  # its name before cq's subpackages: LOGGING settings use it
 
 # Extend the lease only if we still hold it (another holder may have taken it after expiry).
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"

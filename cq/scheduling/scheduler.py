@@ -20,12 +20,12 @@ from typing import Protocol
 from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
-from . import schedule, sweeper
-from .conf import settings
-from .layers import get_layer, redis_client
+from ..conf import settings
+from ..layers import get_layer, redis_client
+from . import firing, sweeper
 from .lease import Lease
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.scheduler")  # its name before cq's subpackages: LOGGING settings use it
 
 
 class Clock(Protocol):
@@ -74,19 +74,19 @@ class Scheduler:
     def tick(self) -> float:
         """Fire what is due now; returns the seconds until the next look."""
         now = self.clock.now()
-        for rt in schedule.due_repeating_tasks(now):
+        for rt in firing.due_repeating_tasks(now):
             try:
-                task = schedule.fire(rt, now)
+                task = firing.fire(rt, now)
             except Exception:  # one broken row must not keep the others from firing
                 logger.exception("Could not fire %s.", rt)
                 continue
             if task is not None:
                 logger.info("Fired %s as task %s; next run %s.", rt, task.pk, rt.next_run)
-        schedule.release_delayed(now)
+        firing.release_delayed(now)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + settings.SWEEP_INTERVAL
             sweeper.sweep()
-        upcoming = schedule.next_due(now)
+        upcoming = firing.next_due(now)
         if upcoming is None:
             return self.interval
         return min(max((upcoming - self.clock.now()).total_seconds(), 0.0), self.interval)

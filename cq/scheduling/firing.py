@@ -1,5 +1,6 @@
-"""Repeating tasks: validating, rescheduling and firing them, and releasing delayed tasks.
+"""Firing repeating tasks as their slots come due, and releasing delayed tasks (countdown, eta).
 
+What the scheduler (``cq.scheduling.scheduler``) does each tick, and "run now" in the admin.
 Firing is exactly-once by construction, whatever the number of schedulers: a
 slot fires only through ``UPDATE ... SET next_run = <next> WHERE next_run =
 <slot>``, and the run's task row is written in that same transaction.
@@ -8,75 +9,23 @@ slot fires only through ``UPDATE ... SET next_run = <next> WHERE next_run =
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Min
-from django.utils import timezone
 
-from . import dispatch, registry, validation
-from .cron import next_fire, validate_crontab, validate_timezone
-from .exceptions import InvalidTask, TaskNotRegistered
-from .models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
-from .transport import doorbell
+from .. import dispatch, registry
+from ..exceptions import InvalidTask
+from ..models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
+from ..transport import doorbell
+from .cron import next_fire
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.schedule")  # its name before cq's subpackages: LOGGING settings use it
 
 #: Statuses during which a coalescing repeating task does not launch again.
 STILL_RUNNING = UNFINISHED
-
-
-def validate_repeating_task(rt: Any) -> None:
-    """Raises ``ValidationError`` (by field) for a function that is not registered, arguments
-    that are not a JSON list and object that cq can store (``cq.validation.check_storable``),
-    or a ``result_ttl`` that is not one (``cq.validation.result_ttl``)."""
-    errors: dict[str, str] = {}
-    try:
-        registry.require(rt.func_name)
-    except TaskNotRegistered:
-        errors["func_name"] = f"No task function is registered as {rt.func_name!r}."
-    if not isinstance(rt.args, list):
-        errors["args"] = "Arguments must be a JSON list, e.g. [1, \"two\"]."
-    if not isinstance(rt.kwargs, dict):
-        errors["kwargs"] = "Keyword arguments must be a JSON object, e.g. {\"limit\": 10}."
-    for field in ("args", "kwargs"):
-        try:
-            validation.check_storable(getattr(rt, field), f"the {field}")
-        except InvalidTask as error:
-            errors.setdefault(field, str(error))
-    try:
-        validation.result_ttl(getattr(rt, "result_ttl", None))
-    except InvalidTask as error:
-        errors["result_ttl"] = str(error)
-    if errors:
-        raise ValidationError(errors)
-
-
-def reschedule(rt: Any, now: datetime | None = None) -> None:
-    """Set ``next_run`` from the crontab when it is unset or the schedule changed."""
-    schedule = (rt.crontab, rt.timezone, rt.enabled)
-    if getattr(rt, "_loaded_schedule", None) == schedule and (rt.next_run is not None or not rt.enabled):
-        return
-    rt.next_run = next_fire(rt.crontab, rt.timezone, now or timezone.now(), rt.last_run) if rt.enabled else None
-    rt._loaded_schedule = schedule
-
-
-def build_repeating_task(cls: type[Any], crontab: str, func: Callable[..., Any] | str, args: Iterable[Any] = (),
-                         kwargs: dict[str, Any] | None = None, **fields: Any) -> Any:
-    rt = cls(crontab=crontab, func_name=registry.name_of(func), args=list(args),
-             kwargs={} if kwargs is None else kwargs, **fields)
-    validate_crontab(rt.crontab)
-    validate_timezone(rt.timezone)
-    validate_repeating_task(rt)
-    # A historical model (in a migration) has neither our save() nor signals: set next_run here.
-    rt.next_run = next_fire(rt.crontab, rt.timezone, timezone.now()) if rt.enabled else None
-    rt.save()
-    return rt
 
 
 def fire(rt: RepeatingTask, now: datetime) -> Task | None:

@@ -24,14 +24,14 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from . import transitions
-from .conf import settings
-from .exceptions import TaskLost
-from .models import DONE, TaskStatus, Worker, get_task_model
+from .. import transitions
+from ..conf import settings
+from ..exceptions import TaskLost
+from ..models import DONE, TaskStatus, Worker, get_task_model
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.sweeper")  # its name before cq's subpackages: LOGGING settings use it
 
 BATCH = 1000
 
