@@ -108,13 +108,13 @@ class TaskFunction(Generic[P, R]):
         return Bound(self, options)
 
     def s(self, *args: Any, **kwargs: Any) -> Any:
-        """A :class:`~cq.signatures.Signature` of a run with these arguments, for ``group``,
+        """A :class:`~cq.workflows.signatures.Signature` of a run with these arguments, for ``group``,
         ``chord`` and ``stages`` (``cq.canvas``); checked now, so bad arguments fail here.
 
         Raises:
             InvalidTask: the arguments are not JSON.
         """
-        from .signatures import signature
+        from .workflows.signatures import signature
 
         return signature(self, args, kwargs)
 

@@ -42,7 +42,7 @@ from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
-from . import clock, current, errbacks, limits, registry, signals, validation, workflows
+from . import clock, current, limits, registry, signals, validation
 from .conf import settings
 from .exceptions import CQError, InvalidTask, TaskLost
 from .inline import InlineTask
@@ -50,6 +50,7 @@ from .logs import flush as flush_logs
 from .models import ERROR, RETRYABLE, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .returning import by_pk, update_returning, update_row
 from .transport import doorbell, events
+from .workflows import errbacks, rules
 
 Task = get_task_model()
 
@@ -383,7 +384,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     """Finish a WAITING task whose subtasks are all done; then its parent, and so on up.
 
     Must run inside a transaction; ``cause`` is the error that made a subtask fail, handed to
-    errbacks. Groups, chords and stages decide by their own rules (``cq.workflows.RULES``).
+    errbacks. Groups, chords and stages decide by their own rules (``cq.workflows.rules``).
     """
     pending = getattr(_local, "settling", None)
     if pending is not None:
@@ -392,7 +393,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
     task = Task.objects.select_for_update().filter(pk=task_id).first()
     if task is None or task.status != TaskStatus.WAITING:
         return
-    rule = workflows.RULES.get(task.func_name)
+    rule = rules.RULES.get(task.func_name)
     if rule is None:
         outcome = _tree_outcome(task)
     else:
@@ -429,7 +430,7 @@ def settling_at_end() -> Iterator[None]:
         settle(task_id, causes[task_id])
 
 
-def _tree_outcome(task: Task) -> workflows.Outcome | None:
+def _tree_outcome(task: Task) -> rules.Outcome | None:
     """SUCCESS once every subtask succeeded; INCOMPLETE as soon as one failed; else ``None``."""
     # One row at most: the first subtask not yet successful, failed ones first. None: all succeeded.
     failed_first = Case(When(status__in=ERROR, then=Value(0)), default=Value(1))
@@ -451,7 +452,7 @@ def _tree_outcome(task: Task) -> workflows.Outcome | None:
 
 
 def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
-    """Revoke the unfinished tasks among ``ids`` (``task``'s tree, walked by ``cq.canvas.revoke``);
+    """Revoke the unfinished tasks among ``ids`` (``task``'s tree, walked by ``cq.workflows.trees.revoke``);
     with ``terminate``, ask the supervisors running them to kill their processes."""
     now = clock.now()
     with transaction.atomic():

@@ -13,13 +13,13 @@ from typing import Any
 from django.core import signing
 from django.utils.module_loading import import_string
 
-from . import validation
-from .exceptions import InvalidTask
-from .models import TaskStatus, get_task_model
+from .. import validation
+from ..exceptions import InvalidTask
+from ..models import TaskStatus, get_task_model
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.errbacks")  # its name before cq's subpackages: LOGGING settings use it
 
 _errback_signer = signing.Signer(salt="cq.errback")
 

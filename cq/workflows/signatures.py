@@ -17,10 +17,11 @@ from typing import Any
 
 from django.db import transaction
 
-from . import errbacks, registry, validation
-from .conf import settings
-from .exceptions import InvalidTask
-from .models import get_task_model
+from .. import registry, validation
+from ..conf import settings
+from ..exceptions import InvalidTask
+from ..models import get_task_model
+from . import errbacks
 
 
 @dataclass(frozen=True)

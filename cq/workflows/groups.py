@@ -2,8 +2,8 @@
 
 A workflow is a task row written WAITING, together with its first subtasks, in
 the caller's transaction; no worker ever runs it. Whenever one of its subtasks
-finishes, ``transitions.settle`` locks the workflow's row, as it does for any
-waiting parent, and asks the rule of its kind (:data:`RULES`) what to do:
+finishes, the engine locks the workflow's row, as it does for any waiting parent,
+and asks the rule of its kind (``cq.workflows.rules``) what to do:
 
 - a *group* (``cq.group``) waits for all its members, then ends SUCCESS with
   their results in the order given (``kwargs["members"]`` keeps the order), or
@@ -18,15 +18,14 @@ waiting parent, and asks the rule of its kind (:data:`RULES`) what to do:
   with the params the last one ended with; it ends with the final params, or
   FAILURE at the first stage that failed.
 
-A chord and a pipeline wait on one subtask at a time, their ``waiting_on``. A
-workflow that ends INCOMPLETE (or a pipeline FAILURE) names what failed in its
-``error``, and lists it in its result:
-``{"failed": [{"index", "task", "func_name", "status", "error"}]}``.
+A chord and a pipeline wait on one subtask at a time, their ``waiting_on``.
+This module builds workflows and writes their rows; ``cq.workflows.rules``
+settles them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -35,23 +34,19 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import dispatch, registry, validation
-from .conf import settings
-from .exceptions import InvalidTask
-from .models import DONE, UNFINISHED, TaskStatus, get_task_model
-from .registry import task
+from .. import dispatch, registry, validation
+from ..conf import settings
+from ..exceptions import InvalidTask
+from ..models import TaskStatus, get_task_model
+from ..registry import task
+from ..transport import doorbell
 from .signatures import Signature, as_signature
-from .transport import doorbell
 
 Task = get_task_model()
 
 
-#: The names of the workflows' task functions: their rows are settled by :data:`RULES`.
+#: The names of the workflows' task functions: their rows are settled by ``cq.workflows.rules``.
 GROUP, STAGE, CHORD, STAGES = "cq.group", "cq.stage", "cq.chord", "cq.stages"
-#: Failures named in an error message; the result lists them all.
-MAX_NAMED = 10
-
-_UNFINISHED = sorted(UNFINISHED)
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ class Chord:
                          kwargs={"callback": self.callback.to_json()}, errbacks=list(self.callback.errbacks))
             chord.save(force_insert=True)
             header = _start_group(chord, self.header, now, allow_failures=self.allow_failures)
-            _wait_on(chord, header)
+            wait_on(chord, header)
         return chord
 
 
@@ -109,7 +104,7 @@ class Stages:
             pipeline = _row(STAGES, None, now, status=TaskStatus.WAITING, started=now,
                             kwargs={"stages": plan, "params": dict(self.params)})
             pipeline.save(force_insert=True)
-            _wait_on(pipeline, _start_stage(pipeline, 1, dict(self.params)))
+            wait_on(pipeline, start_stage(pipeline, 1, dict(self.params)))
         return pipeline
 
 
@@ -204,7 +199,7 @@ def _placed(parent: Task | None, now: datetime) -> dict[str, Any]:
             "created": now, "submitted": now}
 
 
-def _call_row(sig: Signature, parent: Task, now: datetime, args: list[Any], kwargs: dict[str, Any],
+def call_row(sig: Signature, parent: Task, now: datetime, args: list[Any], kwargs: dict[str, Any],
               **fields: Any) -> Task:
     """A QUEUED row running ``sig``'s function, with the function's own priority, fields and
     concurrency key, as ``delay()`` would give it."""
@@ -217,7 +212,7 @@ def _start_group(parent: Task | None, members: Iterable[Signature], now: datetim
     """Write a WAITING group under ``parent`` with its members, queued when the transaction commits."""
     group = _row(name, parent, now, status=TaskStatus.WAITING, started=now)
     given = {} if params is None else {"params": params}
-    rows = [_call_row(sig, group, now, list(sig.args), {**sig.kwargs, **given}, errbacks=list(sig.errbacks))
+    rows = [call_row(sig, group, now, list(sig.args), {**sig.kwargs, **given}, errbacks=list(sig.errbacks))
             for sig in members]
     group.kwargs = {"members": [str(row.pk) for row in rows], **given, **options}
     dispatch.insert([group, *rows])
@@ -225,7 +220,7 @@ def _start_group(parent: Task | None, members: Iterable[Signature], now: datetim
     return group
 
 
-def _start_stage(pipeline: Task, number: int, params: dict[str, Any]) -> Task:
+def start_stage(pipeline: Task, number: int, params: dict[str, Any]) -> Task:
     plan = pipeline.kwargs["stages"]
     stage = plan[number - 1]
     steps = [Signature.from_json(step) for step in stage["steps"]]
@@ -234,139 +229,18 @@ def _start_stage(pipeline: Task, number: int, params: dict[str, Any]) -> Task:
     return _start_group(pipeline, steps, timezone.now(), STAGE, params, stage=number)
 
 
-def _wait_on(task: Task, child: Task) -> None:
+def wait_on(task: Task, child: Task) -> None:
     Task.objects.filter(pk=task.pk).update(waiting_on=child.pk)
     task.waiting_on_id = child.pk
 
 
-# -- Settling ----------------------------------------------------------------------------
-
-Outcome = tuple[TaskStatus, dict[str, Any]]
-
-
-def _settle_group(group: Task) -> Outcome | None:
-    members = Task.objects.filter(parent=group.pk)
-    if members.filter(status__in=_UNFINISHED).exists():
-        return None
-    rows = {str(pk): row for pk, *row in members.values_list("pk", "func_name", "status", "result", "error")}
-    results, failed = [], []
-    for index, pk in enumerate(group.kwargs["members"]):
-        name, status, result, error = rows[pk]
-        if status != TaskStatus.SUCCESS:
-            failed.append(_failure(index, pk, name, status, error))
-            result = None
-        results.append(result)
-    noun = "steps" if group.func_name == STAGE else "members"
-    if failed and not group.kwargs.get("allow_failures"):
-        return _incomplete(f"{len(failed)} of {len(results)} {noun} failed", failed)
-    if group.func_name == STAGE:
-        return _merge(group, results, rows)
-    return TaskStatus.SUCCESS, {"result": results}
-
-
-def _merge(stage: Task, updates: list[Any], rows: dict[str, Any]) -> Outcome:
-    params = dict(stage.kwargs["params"])
-    for index, (pk, update) in enumerate(zip(stage.kwargs["members"], updates, strict=True)):
-        if isinstance(update, dict):
-            params.update(update)
-        elif update is not None:
-            error = f"returned {update!r}, not a dict of params to update"
-            failure = _failure(index, pk, rows[pk][0], TaskStatus.SUCCESS, error)
-            return _incomplete("A step's result is not usable", [failure])
-    return TaskStatus.SUCCESS, {"result": params}
-
-
-def _settle_chord(chord: Task) -> Outcome | None:
-    pk, name, status, result, error, _kwargs = _current(chord)
-    if status not in DONE:
-        return None
-    if name != GROUP:  # the callback
-        if status == TaskStatus.SUCCESS:
-            return TaskStatus.SUCCESS, {"result": result}
-        return _incomplete("The callback failed", [_failure(None, pk, name, status, error)])
-    if status != TaskStatus.SUCCESS:
-        return TaskStatus.INCOMPLETE, {
-            "error": f"The header failed, so the callback did not run: {_reason(status, error)}",
-            "result": {"failed": _failed_in(pk, name, status, result, error)}}
-    callback = Signature.from_json(chord.kwargs["callback"])
-    row = _call_row(callback, chord, timezone.now(), [result, *callback.args], dict(callback.kwargs))
-    row.save(force_insert=True)
-    doorbell.ring_on_commit([(row.pk, row.queue, row.priority)])
-    _wait_on(chord, row)
-    return None
-
-
-def _settle_pipeline(pipeline: Task) -> Outcome | None:
-    pk, name, status, result, error, stage_kwargs = _current(pipeline)
-    if status not in DONE:
-        return None
-    number, plan = stage_kwargs["stage"], pipeline.kwargs["stages"]
-    if status != TaskStatus.SUCCESS:
-        where = f"Stage {number} of {len(plan)} (priority {plan[number - 1]['priority']})"
-        # FAILURE, not INCOMPLETE: the pipeline's own work (its params) stopped, not just a subtask.
-        return TaskStatus.FAILURE, {"error": f"{where} failed: {_reason(status, error)}",
-                           "result": {"stage": number, "params": stage_kwargs["params"],
-                                      "failed": _failed_in(pk, name, status, result, error)}}
-    if number == len(plan):
-        return TaskStatus.SUCCESS, {"result": result}
-    _wait_on(pipeline, _start_stage(pipeline, number + 1, result))
-    return None
-
-
-def _reason(status: str, error: str | None) -> str:
-    return error or f"it ended {TaskStatus(status).label}"
-
-
-def _failed_in(pk: Any, name: str, status: str, result: Any, error: str | None) -> list[dict[str, Any]]:
-    """What failed in a group that did not succeed: its own list, or the group itself (revoked)."""
-    return (result or {}).get("failed") or [_failure(None, pk, name, status, error)]
-
-
-def _current(task: Task) -> tuple[Any, ...]:
-    """The subtask a chord or pipeline waits on: pk, func_name, status, result, error, kwargs."""
-    return (Task.objects.filter(pk=task.waiting_on_id)
-            .values_list("pk", "func_name", "status", "result", "error", "kwargs").get())
-
-
-def _failure(index: int | None, pk: Any, func_name: str, status: str, error: str | None) -> dict[str, Any]:
-    return {"index": index, "task": str(pk), "func_name": func_name, "status": status, "error": error}
-
-
-def _incomplete(summary: str, failed: list[dict[str, Any]]) -> Outcome:
-    named = [_describe(failure) for failure in failed[:MAX_NAMED]]
-    if len(failed) > MAX_NAMED:
-        named.append(f"and {len(failed) - MAX_NAMED} more")
-    return TaskStatus.INCOMPLETE, {"error": f"{summary}: {'; '.join(named)}", "result": {"failed": failed}}
-
-
-def _describe(failure: dict[str, Any]) -> str:
-    index = "" if failure["index"] is None else f"#{failure['index']} "
-    what = f"{index}{failure['func_name']} ({failure['task']})"
-    if failure["status"] == TaskStatus.SUCCESS:  # it ran, but its result is not usable
-        return f"{what} {failure['error']}"
-    ended = f"{what} ended {TaskStatus(failure['status']).label}"
-    return ended + (f": {failure['error']}" if failure["error"] else "")
-
-
-#: How each kind of workflow settles, by the name of its function: what the WAITING workflow does
-#: now that a subtask of it finished. A rule ends it, with a status and the fields to write, or
-#: lets it go on waiting (``None``), maybe having started its next step. ``transitions.settle``
-#: calls it with the workflow's row locked.
-RULES: dict[str, Callable[[Task], Outcome | None]] = {
-    GROUP: _settle_group,
-    STAGE: _settle_group,  # a group whose members were given params=
-    CHORD: _settle_chord,
-    STAGES: _settle_pipeline,
-}
-
-
 # The rows of workflows are never queued, so these functions never run. They are registered so
-# that no task function of a project can take these names (transitions.settle would take its rows
-# for workflows), and so that a row queued by hand fails with a clear error.
+# that no task function of a project can take these names (the engine would take its rows for
+# workflows), and so that a row queued by hand fails with a clear error.
 def _settled_not_run(cqt: Any, *args: Any, **kwargs: Any) -> None:
     raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.transitions.settle as its "
                       f"subtasks finish.")
 
 
-for _name in sorted(RULES):
+for _name in (GROUP, STAGE, CHORD, STAGES):
     task(_name)(_settled_not_run)

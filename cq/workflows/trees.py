@@ -1,0 +1,49 @@
+"""Task trees: subtasks, chained tasks, and revoking a task with everything under and after it.
+
+A parent whose function has returned is WAITING until its subtasks are done.
+Every change below a parent ends in ``cq.transitions.settle``, which locks the
+parent's row and decides: all subtasks succeeded (SUCCESS), one of them failed
+or was revoked (INCOMPLETE), or not yet. Because each finishing subtask writes
+its own status *before* it locks the parent, whichever of two siblings locks
+second sees the other's status, so a tree never hangs on a race. Groups, chords
+and stages are trees of the same kind (``cq.workflows.groups``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import Q
+
+from .. import registry, transitions
+from ..models import get_task_model
+
+Task = get_task_model()
+
+
+def subtask(parent: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+            **options: Any) -> Task:
+    return registry.require(registry.name_of(func)).delay_args(args, kwargs, parent=parent, **options)
+
+
+def chain(previous: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+          **options: Any) -> Task:
+    return registry.require(registry.name_of(func)).delay_args(args, kwargs, previous=previous, **options)
+
+
+def revoke(task: Task, terminate: bool = False) -> None:
+    """Revoke ``task`` and every task under it or chained after it that has not finished.
+
+    A revoked task is never run; one already running finishes, but its outcome is
+    not recorded and an atomic task's writes are rolled back; with ``terminate``
+    its worker process is killed instead. A waiting parent of ``task`` ends
+    INCOMPLETE.
+    """
+    ids, frontier = {task.pk}, [task.pk]
+    while frontier:
+        frontier = [pk for pk in Task.objects.filter(Q(parent__in=frontier) | Q(previous__in=frontier))
+                    .values_list("pk", flat=True) if pk not in ids]
+        ids.update(frontier)
+    transitions.revoke(task, ids, terminate)
+    task.refresh_from_db(fields=["status", "finished"])
