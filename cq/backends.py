@@ -29,7 +29,8 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import current, registry, signals, validation
+from . import registry, signals, validation
+from .engine import current
 from .statuses import TaskStatus
 
 try:  # Django 6.0 and later

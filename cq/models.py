@@ -1,7 +1,7 @@
 """cq's data: one :class:`Task` row per task run.
 
 The models hold data and queries only. What a task *does* lives in
-``cq.dispatch`` (creating and submitting), ``cq.execution`` (running) and
+``cq.engine.dispatch`` (creating and submitting), ``cq.engine.execution`` (running) and
 ``cq.canvas`` (subtasks, chains, revoking); the django-cq methods on ``Task``
 are one-line delegations to those modules so that old code keeps working.
 """
@@ -52,7 +52,7 @@ class Progress(dict):
         self._task = task
 
     def __call__(self, current: float, total: float | None = None, message: str | None = None) -> None:
-        from .metadata import progress
+        from .engine.metadata import progress
 
         progress(self._task, current, total, message)
 
@@ -214,7 +214,7 @@ class AbstractTask(models.Model):
     @property
     def logs(self) -> list[dict[str, Any]]:
         """Log lines of this task; for a top-level task, of its whole tree, in order."""
-        from .logs import tree_logs
+        from .engine.logs import tree_logs
 
         return tree_logs(self)
 
@@ -225,13 +225,13 @@ class AbstractTask(models.Model):
 
     def submit(self, *prepend_args: Any) -> None:
         """Queue a PENDING task, with ``prepend_args`` put before its arguments."""
-        from .dispatch import submit
+        from .engine.dispatch import submit
 
         submit(self, prepend_args)
 
     def wait(self, timeout: float | None = None) -> Task:
         """Block until the task is done or ``timeout`` milliseconds passed; refresh it."""
-        from .dispatch import wait
+        from .engine.dispatch import wait
 
         return wait(self, timeout)
 
@@ -265,13 +265,13 @@ class AbstractTask(models.Model):
 
     def update(self, *, fields: dict[str, Any]) -> None:
         """Set metadata of your own (``fields=``) and store it at once."""
-        from .metadata import update
+        from .engine.metadata import update
 
         update(self, fields=fields)
 
     def rerun(self) -> AbstractTask:
         """Queue a new top-level task with this one's function, arguments, fields and options."""
-        from .dispatch import rerun
+        from .engine.dispatch import rerun
 
         return rerun(self)
 
@@ -289,7 +289,7 @@ class AbstractTask(models.Model):
 
     def log(self, message: str, level: int = logging.INFO, publish: bool = True, limit: int | None = None) -> None:
         """Record a log line on this task; it rolls up to the top-level task."""
-        from .logs import log
+        from .engine.logs import log
 
         log(self, message, level=level, publish=publish, limit=limit)
 
@@ -411,7 +411,7 @@ class Worker(models.Model):
 
 class RateLimit(models.Model):
     """When tasks of one rate-limited function last started, and the latest start promised to a
-    waiting one (``@task(rate_limit=...)``; see ``cq.limits``). One small row per function."""
+    waiting one (``@task(rate_limit=...)``; see ``cq.engine.limits``). One small row per function."""
 
     key = models.CharField(max_length=255, primary_key=True, help_text="The task function's name.")
     last_start = models.DateTimeField()
@@ -430,6 +430,6 @@ def result_expiry(task: Task, finished: datetime) -> datetime | None:
 def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
           **options: Any) -> Task:
     """django-cq's ``cq.models.delay``: the same as ``func.delay_args(args, kwargs, **options)``."""
-    from .dispatch import delay
+    from .engine.dispatch import delay
 
     return delay(func, args, kwargs, **options)

@@ -83,7 +83,7 @@ class TaskFunction(Generic[P, R]):
         return f"<TaskFunction {self.name}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .inline import run_inline
+        from .engine.inline import run_inline
 
         return run_inline(self, args, kwargs).unwrap()
 
@@ -97,7 +97,7 @@ class TaskFunction(Generic[P, R]):
         until ``task.submit()``; ``parent``, ``result_ttl`` and ``force_chain``
         set those fields of the row.
         """
-        from .dispatch import delay
+        from .engine.dispatch import delay
 
         return delay(self, args, kwargs, submit=submit, **options)
 
@@ -121,7 +121,7 @@ class TaskFunction(Generic[P, R]):
     def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
         """Queue one run per call (a list of arguments or a dict of keyword arguments) in one
         INSERT and one pipelined send; returns the ``Task`` rows."""
-        from .dispatch import delay_many
+        from .engine.dispatch import delay_many
 
         return delay_many(self, calls, **options)
 
@@ -234,7 +234,7 @@ def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = No
     orders runs within a queue.
     ``concurrency_key`` (a string, or a function of the task's arguments returning one) with
     ``max_concurrency`` limits how many tasks of one key run at once; ``rate_limit`` ("10/m")
-    how often tasks of this function start. See ``cq.limits``.
+    how often tasks of this function start. See ``cq.engine.limits``.
 
     Raises:
         ImproperlyConfigured: an option is out of range, when the decorator runs.

@@ -1,7 +1,7 @@
 """Signals cq sends.
 
 ``task_log(sender=Task, task, records)``: log lines of a task were published
-(see ``cq.logs``); ``records`` is a list of ``{"message", "timestamp", "level"}``.
+(see ``cq.engine.logs``); ``records`` is a list of ``{"message", "timestamp", "level"}``.
 
 ``task_finished(sender=task model, task)``: a task reached a final status (Success,
 Failure, Incomplete, Lost or Revoked), sent in the process that recorded it once its

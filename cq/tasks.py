@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from . import transitions
+from .engine import transitions
 from .models import TaskStatus, get_task_model
 from .registry import task
 

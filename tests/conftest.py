@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from cq import clock
+from cq.engine import clock
 from cq.workers.worker import Worker
 from tests.helpers import RedisServer, WorkerProcess, events_layers
 
@@ -42,7 +42,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 @pytest.fixture(autouse=True)
 def uncorrected_clock() -> None:
-    """Each test starts with this process's clock uncorrected (cq.clock). A claim corrects it by the
+    """Each test starts with this process's clock uncorrected (cq.engine.clock). A claim corrects it by the
     database's time, which it reads before its reply comes back: the last claim of the test before
     would leave it a few milliseconds behind, and a look for work with no grace (``queued_grace=0``,
     ``run_ready_tasks``) would not yet see a task queued a moment ago."""

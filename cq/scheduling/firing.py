@@ -14,7 +14,8 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import F, Min
 
-from .. import dispatch, registry
+from .. import registry
+from ..engine import dispatch
 from ..exceptions import InvalidTask
 from ..models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
 from ..transport import doorbell

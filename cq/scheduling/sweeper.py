@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .. import transitions
 from ..conf import settings
+from ..engine import transitions
 from ..exceptions import TaskLost
 from ..models import DONE, TaskStatus, Worker, get_task_model
 

@@ -25,7 +25,8 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .. import registry, transitions, validation
+from .. import registry, validation
+from ..engine import transitions
 from ..exceptions import CQError, InvalidTask, TaskNotRegistered
 from ..models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
 from .access import can_see

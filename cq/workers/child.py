@@ -31,7 +31,7 @@ def main(conn: Connection, orders: Connection, token: str, queues: list[str], po
 
     django.setup()
     # Only now may the modules that load models be imported.
-    from ..execution import hard_time_limit
+    from ..engine.execution import hard_time_limit
     from .heartbeat import incarnation_name
     from .worker import Worker
 

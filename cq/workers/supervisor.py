@@ -37,8 +37,8 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from .. import transitions
 from ..conf import settings
+from ..engine import transitions
 from ..exceptions import CQError, TaskLost, TimeLimitExceeded
 from ..models import Worker as WorkerRow
 from ..models import get_task_model

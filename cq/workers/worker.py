@@ -28,8 +28,8 @@ from typing import Any
 
 from django.db import close_old_connections, connection, connections
 
-from .. import execution, metadata, transitions
 from ..conf import settings
+from ..engine import execution, metadata, transitions
 from ..models import get_task_model
 from ..transport import doorbell
 from . import heartbeat

@@ -7,5 +7,5 @@
 - ``errbacks``: functions called when a task finally fails.
 
 The public import path is ``cq.canvas``. A waiting parent is settled by the engine
-(``cq.transitions``), which asks ``rules`` when the parent is a workflow.
+(``cq.engine.transitions``), which asks ``rules`` when the parent is a workflow.
 """

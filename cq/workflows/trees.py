@@ -1,7 +1,7 @@
 """Task trees: subtasks, chained tasks, and revoking a task with everything under and after it.
 
 A parent whose function has returned is WAITING until its subtasks are done.
-Every change below a parent ends in ``cq.transitions.settle``, which locks the
+Every change below a parent ends in ``cq.engine.transitions.settle``, which locks the
 parent's row and decides: all subtasks succeeded (SUCCESS), one of them failed
 or was revoked (INCOMPLETE), or not yet. Because each finishing subtask writes
 its own status *before* it locks the parent, whichever of two siblings locks
@@ -16,7 +16,8 @@ from typing import Any
 
 from django.db.models import Q
 
-from .. import registry, transitions
+from .. import registry
+from ..engine import transitions
 from ..models import get_task_model
 
 Task = get_task_model()

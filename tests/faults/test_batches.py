@@ -1,5 +1,5 @@
 """Faults of issue 14 in batches: PostgreSQL runs quick atomic tasks claimed together in one
-transaction (cq.execution.Batch), so one task's trouble could end every task of its batch.
+transaction (cq.engine.execution.Batch), so one task's trouble could end every task of its batch.
 Injected from outside into real ``cq_runworker`` processes.
 
 Each test reproduces its fault on the worker as it was when the issue was opened, and asserts

@@ -1,4 +1,4 @@
-"""Concurrency and rate limits (cq.limits) held across cq_runworker processes."""
+"""Concurrency and rate limits (cq.engine.limits) held across cq_runworker processes."""
 
 from __future__ import annotations
 

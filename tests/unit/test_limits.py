@@ -1,4 +1,4 @@
-"""Per-key concurrency limits and rate limits (cq.limits), in the test's own process; their
+"""Per-key concurrency limits and rate limits (cq.engine.limits), in the test's own process; their
 worker-process tests are in tests/integration/test_limits.py, unique keys in test_unique_keys.py."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from cq import execution, registry, transitions
+from cq import registry
+from cq.engine import execution, transitions
 from cq.exceptions import InvalidTask, TaskLost
 from cq.models import RateLimit, Task
 from cq.registry import task
@@ -105,7 +106,7 @@ def test_a_claim_whose_admission_fails_puts_every_task_back(monkeypatch):
     def broken(*args):
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr("cq.limits._put_back_if_full", broken)
+    monkeypatch.setattr("cq.engine.limits._put_back_if_full", broken)
     with pytest.raises(RuntimeError, match="database gone"):
         transitions.claim([str(plain.pk), str(limited.pk)], "w", ["default"])
     assert set(Task.objects.values_list("status", flat=True)) == {Task.STATUS_QUEUED}
@@ -119,7 +120,7 @@ def test_a_failing_wake_is_logged_and_the_task_still_succeeds(monkeypatch, caplo
     def broken(key):
         raise RuntimeError("redis and database gone")
 
-    monkeypatch.setattr("cq.limits.wake", broken)
+    monkeypatch.setattr("cq.engine.limits.wake", broken)
     execution.run(claimed[0])
     assert Task.objects.get(pk=created.pk).status == Task.STATUS_SUCCESS
     assert "redis and database gone" in caplog.text

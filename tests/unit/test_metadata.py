@@ -102,7 +102,7 @@ def test_higher_priority_runs_first_through_doorbells_and_the_database(worker):
 
 
 def test_the_databases_look_for_work_takes_the_highest_priority_first():
-    from cq import transitions
+    from cq.engine import transitions
 
     low = tasks.echo.using(priority=-1).delay("low")
     high = tasks.echo.using(priority=7).delay("high")
@@ -121,7 +121,7 @@ def test_a_progress_message_holding_nul_is_stored_escaped_and_numbers_must_be_fi
 
 
 def test_fields_for_columns_of_the_projects_model_refuse_nul_too(monkeypatch):
-    from cq import metadata
+    from cq.engine import metadata
 
     # A task model with a text column of its own (CQ_TASK_MODEL), as own_columns() reports it.
     monkeypatch.setattr(metadata, "own_columns", lambda: {"owner_name": "owner_name"})

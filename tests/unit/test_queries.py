@@ -112,7 +112,8 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
 
     from django.utils import timezone
 
-    from cq import canvas, logs, transitions
+    from cq import canvas
+    from cq.engine import logs, transitions
     from cq.scheduling import firing, sweeper
 
     parent = tasks.spawns_subtask_returns_own.delay()

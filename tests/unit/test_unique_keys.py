@@ -1,4 +1,4 @@
-"""Unique tasks: ``unique_key`` keeps one active task per key (the INSERT in cq.dispatch)."""
+"""Unique tasks: ``unique_key`` keeps one active task per key (the INSERT in cq.engine.dispatch)."""
 
 from __future__ import annotations
 

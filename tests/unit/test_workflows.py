@@ -7,8 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from cq import execution, transitions
 from cq.canvas import chord, group, signature, stages
+from cq.engine import execution, transitions
 from cq.exceptions import InvalidTask, TaskLost, TaskNotRegistered
 from cq.models import Task
 from tests.testapp import tasks

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .exceptions import InvalidTask
+from ..exceptions import InvalidTask
 
 
 class _Run:

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import validation
-from .conf import settings
-from .signals import task_log
-from .transport import events
+from .. import validation
+from ..conf import settings
+from ..signals import task_log
+from ..transport import events
 
 if TYPE_CHECKING:
-    from .models import get_task_model
+    from ..models import get_task_model
 
     Task = get_task_model()
 
@@ -35,7 +35,7 @@ _UNPUBLISHED = "_cq_unpublished_logs"
 
 def log(task: Task, message: str, *, level: int = logging.INFO, publish: bool = True,
         limit: int | None = None) -> None:
-    from .models import TaskStatus, get_task_model
+    from ..models import TaskStatus, get_task_model
 
     Task = get_task_model()
 
@@ -61,7 +61,7 @@ def flush(task: Task) -> None:
 
 def tree_logs(task: Task) -> list[dict[str, Any]]:
     """The task's own lines; for a top-level task, those of its whole tree in time order."""
-    from .models import get_task_model
+    from ..models import get_task_model
 
     Task = get_task_model()
 

@@ -10,14 +10,14 @@ Only the functions here write ``status``::
     anything unfinished ──revoke──▶ REVOKED    FAILURE, LOST ──retry_now──▶ QUEUED
 
 **Fencing.** Each claim adds one to the row's ``attempt``. Every later write of that run
-(its outcome here, its progress and fields in ``cq.metadata``) is conditional on
+(its outcome here, its progress and fields in ``cq.engine.metadata``) is conditional on
 ``status = RUNNING AND attempt = n``, so a run that was declared LOST and claimed again
 (a zombie) can never overwrite the newer attempt. A write that matches no row raises
 :class:`Stale`: the run's outcome is somebody else's to record now.
 
 **The database's clock.** A claim stamps ``started`` with ``Now()``; heartbeats and the
 sweeper's cutoff use it too (``cq.workers.heartbeat``, ``cq.scheduling.sweeper``). Times computed here use
-``cq.clock``, corrected by what each claim returns.
+``cq.engine.clock``, corrected by what each claim returns.
 
 **What follows a final status** (:func:`_follow`) is written once: errbacks once it
 commits, chained tasks queued, the waiting parent settled. Inside
@@ -42,19 +42,20 @@ from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
-from . import clock, current, limits, registry, signals, validation
-from .conf import settings
-from .exceptions import CQError, InvalidTask, TaskLost
+from .. import registry, signals, validation
+from ..conf import settings
+from ..exceptions import CQError, InvalidTask, TaskLost
+from ..models import ERROR, RETRYABLE, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
+from ..transport import doorbell, events
+from ..workflows import errbacks, rules
+from . import clock, current, limits
 from .inline import InlineTask
 from .logs import flush as flush_logs
-from .models import ERROR, RETRYABLE, REVOCABLE, TaskStatus, Worker, get_task_model, result_expiry
 from .returning import by_pk, update_returning, update_row
-from .transport import doorbell, events
-from .workflows import errbacks, rules
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.transitions")  # its name before cq's subpackages: LOGGING settings use it
 
 
 _local = threading.local()
@@ -154,7 +155,7 @@ def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
 
 def _admitted(claimed: list[Task], worker: str) -> list[Task]:
     """Those of the tasks ``worker`` claimed that their concurrency and rate limits let start now
-    (the others are back in the queue, see cq.limits). If admitting fails, all are put back: a
+    (the others are back in the queue, see cq.engine.limits). If admitting fails, all are put back: a
     task left RUNNING by a worker that is alive would never be run, nor found lost."""
     if claimed:
         clock.learn(claimed[0].started)

@@ -42,13 +42,14 @@ from django.db.models import Func, IntegerField, Q, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from . import clock, registry, transitions
-from .models import RateLimit, TaskStatus, get_task_model
-from .transport import doorbell
+from .. import registry
+from ..models import RateLimit, TaskStatus, get_task_model
+from ..transport import doorbell
+from . import clock, transitions
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.limits")  # its name before cq's subpackages: LOGGING settings use it
 
 
 #: Added between two booked starts, so that a waiting task that starts a few milliseconds late

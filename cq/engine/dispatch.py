@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import current, registry, transitions, validation
-from .conf import settings
-from .exceptions import DuplicateSubmitError, InvalidTask
+from .. import registry, validation
+from ..conf import settings
+from ..exceptions import DuplicateSubmitError, InvalidTask
+from ..models import DONE, UNFINISHED, TaskStatus, get_task_model
+from ..transport import doorbell, events
+from . import current, transitions
 from .metadata import apply_fields, own_columns
-from .models import DONE, UNFINISHED, TaskStatus, get_task_model
-from .transport import doorbell, events
 
 Task = get_task_model()
 

@@ -26,14 +26,14 @@ from typing import Any
 
 from django.db import DatabaseError, connections, router
 
-from . import validation
-from .conf import settings
-from .exceptions import InvalidTask
-from .models import AbstractTask, TaskStatus, get_task_model
+from .. import validation
+from ..conf import settings
+from ..exceptions import InvalidTask
+from ..models import AbstractTask, TaskStatus, get_task_model
+from ..transport import events
 from .returning import update_row
-from .transport import events
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.metadata")  # its name before cq's subpackages: LOGGING settings use it
 
 _aside = threading.local()
 _WRITTEN_AT = "_cq_progress_written"
@@ -124,7 +124,7 @@ def write(task: Any, values: dict[str, Any]) -> None:
     """Store ``values`` on ``task``'s row now; while it runs, only if it still runs."""
     model = type(task)
     alias = router.db_for_write(model)
-    # While it runs, only this run may write: fenced on its attempt (see cq.transitions).
+    # While it runs, only this run may write: fenced on its attempt (see cq.engine.transitions).
     guard = {"status": TaskStatus.RUNNING, "attempt": task.attempt} if task.status == TaskStatus.RUNNING else {}
     if getattr(_aside, "enabled", False) and connections[alias].vendor == "postgresql" and guard:
         try:

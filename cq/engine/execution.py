@@ -1,7 +1,7 @@
 """Running a claimed task, and making sure its outcome is recorded.
 
 The function runs; what it returned or raised is then written by
-``cq.transitions``, which owns every change of status. Two kinds of error are
+``cq.engine.transitions``, which owns every change of status. Two kinds of error are
 kept apart: the task's own (anything its function raises, ``BaseException``
 included, and a value it returned that cannot be stored) go to its retry
 rules; cq's own (the database failing to record the outcome) never re-run the
@@ -30,15 +30,16 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
-from . import current, registry, transitions
-from .conf import settings
-from .exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
+from .. import registry
+from ..conf import settings
+from ..exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
+from ..models import get_task_model
+from . import current, transitions
 from .inline import InlineTask
-from .models import get_task_model
 
 Task = get_task_model()
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cq.execution")  # its name before cq's subpackages: LOGGING settings use it
 
 #: First and longest pause between two tries at recording an outcome the database did not take.
 RECORD_PAUSE = 0.1
