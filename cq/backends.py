@@ -141,6 +141,8 @@ class CQBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
+        # app loading: Django builds this backend while task modules are being imported, maybe
+        # before the models are; a result is read long after.
         from .models import find_task
 
         row = find_task(result_id)

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from .conf import settings
 
@@ -40,8 +41,6 @@ def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[checks.
 @checks.register()
 def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """CQ_NOTIFIERS and CQ_TASK_ACCESS name callables that can be imported."""
-    from django.utils.module_loading import import_string
-
     named = [("CQ_NOTIFIERS", path) for path in settings.NOTIFIERS]
     if settings.TASK_ACCESS:
         named.append(("CQ_TASK_ACCESS", settings.TASK_ACCESS))

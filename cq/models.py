@@ -1,9 +1,10 @@
-"""cq's data: one :class:`Task` row per task run.
+"""cq's data: one :class:`Task` row per task run, repeating tasks, workers and rate limits.
 
-The models hold data and queries only. What a task *does* lives in
-``cq.engine.dispatch`` (creating and submitting), ``cq.engine.execution`` (running) and
-``cq.canvas`` (subtasks, chains, revoking); the django-cq methods on ``Task``
-are one-line delegations to those modules so that old code keeps working.
+The models hold data and queries only. What a task *does* lives in ``cq.engine``
+(creating, submitting, running) and ``cq.workflows`` (subtasks, chains, revoking).
+The django-cq methods on ``Task`` stay, so that old code keeps working, as
+one-line calls through ``cq.verbs``: those modules import the models, so the
+models cannot import them (``cq.verbs`` says how they meet).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings as django_settings
 from django.db import models
 from django.utils import timezone
 
+from . import verbs
 from .conf import settings
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
 from .scheduling.cron import validate_crontab, validate_timezone
@@ -52,9 +55,7 @@ class Progress(dict):
         self._task = task
 
     def __call__(self, current: float, total: float | None = None, message: str | None = None) -> None:
-        from .engine.metadata import progress
-
-        progress(self._task, current, total, message)
+        verbs.engine().progress(self._task, current, total, message)
 
 
 class _ProgressAttribute(models.query_utils.DeferredAttribute):
@@ -214,9 +215,7 @@ class AbstractTask(models.Model):
     @property
     def logs(self) -> list[dict[str, Any]]:
         """Log lines of this task; for a top-level task, of its whole tree, in order."""
-        from .engine.logs import tree_logs
-
-        return tree_logs(self)
+        return verbs.engine().tree_logs(self)
 
     def format_logs(self) -> str:
         return "\n".join(record["message"] for record in self.logs)
@@ -225,55 +224,39 @@ class AbstractTask(models.Model):
 
     def submit(self, *prepend_args: Any) -> None:
         """Queue a PENDING task, with ``prepend_args`` put before its arguments."""
-        from .engine.dispatch import submit
-
-        submit(self, prepend_args)
+        verbs.engine().submit(self, prepend_args)
 
     def wait(self, timeout: float | None = None) -> Task:
         """Block until the task is done or ``timeout`` milliseconds passed; refresh it."""
-        from .engine.dispatch import wait
-
-        return wait(self, timeout)
+        return verbs.engine().wait(self, timeout)
 
     def revoke(self, terminate: bool = False) -> None:
         """Stop this task and everything under it and after it from running;
         ``terminate`` also kills the worker process running it."""
-        from .canvas import revoke
-
-        revoke(self, terminate)
+        verbs.engine().revoke(self, terminate)
 
     def subtask(self, func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
                 **options: Any) -> Task:
         """Create a subtask; it starts once this task's function has returned."""
-        from .canvas import subtask
-
-        return subtask(self, func, args, kwargs, **options)
+        return verbs.engine().subtask(self, func, args, kwargs, **options)
 
     def chain(self, func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
               **options: Any) -> Task:
         """Create a task that runs after this one succeeds (or fails, with ``force_chain``)."""
-        from .canvas import chain
-
-        return chain(self, func, args, kwargs, **options)
+        return verbs.engine().chain(self, func, args, kwargs, **options)
 
     def errorback(self, func: Callable[..., Any] | str, args: Iterable[Any] = (),
                   kwargs: dict[str, Any] | None = None) -> None:
         """Call ``func(task, error, *args, **kwargs)`` if this task finally fails."""
-        from .canvas import errorback
-
-        errorback(self, func, args, kwargs)
+        verbs.engine().errorback(self, func, args, kwargs)
 
     def update(self, *, fields: dict[str, Any]) -> None:
         """Set metadata of your own (``fields=``) and store it at once."""
-        from .engine.metadata import update
-
-        update(self, fields=fields)
+        verbs.engine().update(self, fields=fields)
 
     def rerun(self) -> AbstractTask:
         """Queue a new top-level task with this one's function, arguments, fields and options."""
-        from .engine.dispatch import rerun
-
-        return rerun(self)
+        return verbs.engine().rerun(self)
 
     @property
     def tree_progress(self) -> dict[str, Any]:
@@ -289,9 +272,7 @@ class AbstractTask(models.Model):
 
     def log(self, message: str, level: int = logging.INFO, publish: bool = True, limit: int | None = None) -> None:
         """Record a log line on this task; it rolls up to the top-level task."""
-        from .engine.logs import log
-
-        log(self, message, level=level, publish=publish, limit=limit)
+        verbs.engine().log(self, message, level=level, publish=publish, limit=limit)
 
 
 class Task(AbstractTask):
@@ -303,9 +284,6 @@ class Task(AbstractTask):
 
 def get_task_model() -> type[AbstractTask]:
     """The task model in use: ``CQ_TASK_MODEL``, ``cq.Task`` by default."""
-    from django.apps import apps
-    from django.conf import settings as django_settings
-
     return apps.get_model(django_settings.CQ_TASK_MODEL, require_ready=False)
 
 
@@ -324,8 +302,6 @@ def find_task(value: Any) -> AbstractTask | None:
 
 
 def _default_timezone() -> str:
-    from django.conf import settings as django_settings
-
     return django_settings.TIME_ZONE or "UTC"
 
 
@@ -430,6 +406,4 @@ def result_expiry(task: Task, finished: datetime) -> datetime | None:
 def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
           **options: Any) -> Task:
     """django-cq's ``cq.models.delay``: the same as ``func.delay_args(args, kwargs, **options)``."""
-    from .engine.dispatch import delay
-
-    return delay(func, args, kwargs, **options)
+    return verbs.engine().delay(func, args, kwargs, **options)

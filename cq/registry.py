@@ -19,7 +19,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import validation
+from . import validation, verbs
 from .exceptions import InvalidTask, TaskNotRegistered
 
 # The rules are cq.validation's; these names stay importable from here.
@@ -83,9 +83,7 @@ class TaskFunction(Generic[P, R]):
         return f"<TaskFunction {self.name}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .engine.inline import run_inline
-
-        return run_inline(self, args, kwargs).unwrap()
+        return verbs.engine().run_inline(self, args, kwargs).unwrap()
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Queue a run with these arguments; returns its ``Task`` row."""
@@ -97,9 +95,7 @@ class TaskFunction(Generic[P, R]):
         until ``task.submit()``; ``parent``, ``result_ttl`` and ``force_chain``
         set those fields of the row.
         """
-        from .engine.dispatch import delay
-
-        return delay(self, args, kwargs, submit=submit, **options)
+        return verbs.engine().delay(self, args, kwargs, submit=submit, **options)
 
     def using(self, **options: Any) -> Bound:
         """These options (those of ``delay_args``: ``fields``, ``priority``, ``queue``,
@@ -114,16 +110,12 @@ class TaskFunction(Generic[P, R]):
         Raises:
             InvalidTask: the arguments are not JSON.
         """
-        from .workflows.signatures import signature
-
-        return signature(self, args, kwargs)
+        return verbs.engine().signature(self, args, kwargs)
 
     def delay_many(self, calls: Iterable[Any], **options: Any) -> list[Any]:
         """Queue one run per call (a list of arguments or a dict of keyword arguments) in one
         INSERT and one pipelined send; returns the ``Task`` rows."""
-        from .engine.dispatch import delay_many
-
-        return delay_many(self, calls, **options)
+        return verbs.engine().delay_many(self, calls, **options)
 
     @property
     def limited(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
@@ -15,13 +15,15 @@ from ..exceptions import DuplicateSubmitError, InvalidTask
 from ..models import DONE, UNFINISHED, TaskStatus, get_task_model
 from ..transport import doorbell, events
 from . import current, transitions
+from .inline import InlineTask, run_inline
 from .metadata import apply_fields, own_columns
 
+try:  # psycopg 3, for PostgreSQL: insert() writes rows with COPY
+    from psycopg.types.json import Jsonb
+except ImportError:  # SQLite, or psycopg 2: insert() uses bulk_create
+    Jsonb = None
+
 Task = get_task_model()
-
-if TYPE_CHECKING:
-
-    from .inline import InlineTask
 
 #: Row fields a caller may set through ``delay_args(**options)``.
 OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
@@ -44,8 +46,6 @@ def delay(func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = N
         options.pop("unique_key", None)
         if options or not submit:
             raise InvalidTask(f"CQ_SERIAL runs tasks inline, so delay_args() takes no options ({_names(options)}).")
-        from .inline import run_inline
-
         return run_inline(fn, args, kwargs)
     return create(fn.name, args, kwargs, submit=submit, **options)
 
@@ -206,8 +206,6 @@ def insert(rows: list[Task]) -> None:
     if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg":
         Task.objects.bulk_create(rows, batch_size=1000)
         return
-    from psycopg.types.json import Jsonb
-
     fields = Task._meta.concrete_fields
     json_fields = [i for i, field in enumerate(fields) if isinstance(field, models.JSONField)]
     quote = connection.ops.quote_name

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from ..models import TaskStatus
+from .. import registry
+from ..statuses import TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,7 +116,5 @@ class _InlineProgress(dict):
 def run_inline(func: Any, args: Iterable[Any], kwargs: dict[str, Any] | None, *,
                parent: InlineTask | None = None, previous: InlineTask | None = None) -> InlineTask:
     """Run a task function now, in this process, and return its finished stand-in."""
-    from .. import registry
-
     fn = func if isinstance(func, registry.TaskFunction) else registry.require(registry.name_of(func))
     return InlineTask(fn, args, kwargs, parent=parent, previous=previous).run()

@@ -14,19 +14,17 @@ A line is stored as ``cq.validation.storable_text`` makes it (a NUL as the chara
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.utils import timezone
 
 from .. import validation
 from ..conf import settings
+from ..models import TaskStatus, get_task_model
 from ..signals import task_log
 from ..transport import events
 
-if TYPE_CHECKING:
-    from ..models import get_task_model
-
-    Task = get_task_model()
+Task = get_task_model()
 
 logger = logging.getLogger("cq.task")
 
@@ -35,10 +33,6 @@ _UNPUBLISHED = "_cq_unpublished_logs"
 
 def log(task: Task, message: str, *, level: int = logging.INFO, publish: bool = True,
         limit: int | None = None) -> None:
-    from ..models import TaskStatus, get_task_model
-
-    Task = get_task_model()
-
     logger.log(level, "%s %s: %s", task.func_name, task.pk, message)
     record = {"message": validation.storable_text(str(message)), "timestamp": timezone.now().isoformat(),
               "level": logging.getLevelName(level)}
@@ -61,10 +55,6 @@ def flush(task: Task) -> None:
 
 def tree_logs(task: Task) -> list[dict[str, Any]]:
     """The task's own lines; for a top-level task, those of its whole tree in time order."""
-    from ..models import get_task_model
-
-    Task = get_task_model()
-
     records = [dict(record) for record in task.log_records]
     if task.top_id is not None or task._state.adding:
         return records

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
@@ -34,7 +35,7 @@ from django.utils.module_loading import import_string
 
 from .. import signals
 from ..conf import settings
-from ..models import DONE
+from ..statuses import DONE
 from . import doorbell
 
 logger = logging.getLogger("cq.events")  # its name before cq's subpackages: LOGGING settings use it
@@ -103,8 +104,6 @@ def publish(events: list[dict[str, Any]]) -> None:
 
 
 async def _send(events: list[dict[str, Any]]) -> None:
-    from channels.layers import get_channel_layer
-
     layer = get_channel_layer(settings.EVENTS_LAYER)
     async with _in_order():  # sends started one after another finish in that order
         for event in events:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+import django
+
 from .hooks import Hooks
 
 if TYPE_CHECKING:
@@ -27,10 +29,9 @@ def main(conn: Connection, orders: Connection, token: str, queues: list[str], po
          max_tasks: int | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import django
-
     django.setup()
-    # Only now may the modules that load models be imported.
+    # app loading: these import the task model, which only django.setup() loads (a spawned
+    # process starts with nothing imported but this module).
     from ..engine.execution import hard_time_limit
     from .heartbeat import incarnation_name
     from .worker import Worker
