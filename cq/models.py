@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
@@ -29,7 +29,6 @@ from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, Tas
 
 #: The task model's label, for foreign keys: ``settings.CQ_TASK_MODEL`` (set by cq's app config).
 TASK_MODEL = django_settings.CQ_TASK_MODEL
-
 
 
 class TaskQuerySet(models.QuerySet):
@@ -395,12 +394,6 @@ class RateLimit(models.Model):
 
     def __str__(self) -> str:
         return self.key
-
-
-def result_expiry(task: Task, finished: datetime) -> datetime | None:
-    """When a task that finished at ``finished`` may be cleaned up (``None``: never)."""
-    ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL
-    return None if ttl is None else finished + timedelta(seconds=ttl)
 
 
 def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from .engine import transitions
+from .engine.transitions import queueing
 from .models import TaskStatus, get_task_model
 from .registry import task
 
@@ -31,7 +31,7 @@ def retry_tasks(cqt: Any, retry_delay: float | None = None) -> int:
         due = [t for t in waiting.only("pk", "retries", "last_retry")
                if t.last_retry is None or now - t.last_retry >= timedelta(minutes=t.retries**2 * retry_delay)]
     ids = [t.pk for t in due]
-    queued = transitions.queue_retries(ids)
+    queued = queueing.queue_retries(ids)
     for pk in ids:
         cqt.log(f"Retrying: {pk}", publish=False)
     return queued

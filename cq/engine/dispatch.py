@@ -14,9 +14,10 @@ from ..conf import settings
 from ..exceptions import DuplicateSubmitError, InvalidTask
 from ..models import DONE, UNFINISHED, TaskStatus, get_task_model
 from ..transport import doorbell, events
-from . import current, transitions
+from . import current
 from .inline import InlineTask, run_inline
 from .metadata import apply_fields, own_columns
+from .transitions import queueing
 
 try:  # psycopg 3, for PostgreSQL: insert() writes rows with COPY
     from psycopg.types.json import Jsonb
@@ -250,7 +251,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
     fn = registry.find(task.func_name)
     if prepend_args and fn is not None:  # the key is a function of the arguments
         task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
-    if not transitions.submit(task, args, task.concurrency_key):
+    if not queueing.submit(task, args, task.concurrency_key):
         task.refresh_from_db(fields=["status"])
         raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
                                    f"it cannot be submitted again.")
@@ -259,7 +260,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
 def launch_if_previous_done(task: Task) -> None:
     status = Task.objects.filter(pk=task.previous_id).values_list("status", flat=True).first()
     if status == TaskStatus.SUCCESS or (status in DONE and task.force_chain):
-        transitions.launch(Task.objects.filter(pk=task.pk))
+        queueing.launch(Task.objects.filter(pk=task.pk))
 
 
 def wait(task: Task, timeout: float | None = None) -> Task:

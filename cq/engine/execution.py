@@ -34,8 +34,9 @@ from .. import registry
 from ..conf import settings
 from ..exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
 from ..models import get_task_model
-from . import current, transitions
+from . import current
 from .inline import InlineTask
+from .transitions import outcomes, settling
 
 Task = get_task_model()
 
@@ -63,7 +64,7 @@ def run(task: Task, batch: Batch | None = None) -> None:
         try:
             fn = registry.require_for_row(task)
         except TaskNotRegistered as error:
-            record(task, functools.partial(transitions.fail, task, error, False))
+            record(task, functools.partial(outcomes.fail, task, error, False))
             return
         if batch is not None and fn.atomic:
             batch.run(task, fn)
@@ -76,11 +77,11 @@ def run(task: Task, batch: Batch | None = None) -> None:
 def _call(task: Task, fn: registry.TaskFunction[Any, Any]) -> Any:
     with _soft_time_limit(fn):
         value = fn.func(task, *task.args, **task.kwargs)
-    return transitions.result_of(task, value)
+    return outcomes.result_of(task, value)
 
 
 def _failure(task: Task, fn: registry.TaskFunction[Any, Any], error: BaseException) -> Write:
-    return functools.partial(transitions.fail, task, error, fn.should_retry(error, task.retries))
+    return functools.partial(outcomes.fail, task, error, fn.should_retry(error, task.retries))
 
 
 def _run_plain(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
@@ -90,7 +91,7 @@ def _run_plain(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
         record(task, _failure(task, fn, error))
         _reraise_interrupt(error)
         return
-    record(task, functools.partial(transitions.succeed, task, value))
+    record(task, functools.partial(outcomes.succeed, task, value))
 
 
 def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
@@ -104,28 +105,28 @@ def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
     except _Failed as failed:
         record(task, _failure(task, fn, failed.error))
         _reraise_interrupt(failed.error)
-    except transitions.Stale:
+    except outcomes.Stale:
         _log_stale(task)
     except DatabaseError as error:
         # cq's own write, or the COMMIT, failed: the task's writes went with the transaction,
         # or committed with its outcome if only the COMMIT's reply was lost.
         if not _transient(error):
-            record(task, functools.partial(transitions.unstorable, task, error))
+            record(task, functools.partial(outcomes.unstorable, task, error))
         elif not touched.queried:
-            record(task, functools.partial(transitions.succeed, task, value))
+            record(task, functools.partial(outcomes.succeed, task, value))
         else:
             record(task, functools.partial(_lost_unless_committed, task, error))
 
 
 def _succeed(task: Task, value: Any) -> None:
     try:
-        transitions.succeed(task, value)
+        outcomes.succeed(task, value)
     except InvalidTask as error:  # it returned a task it may not adopt: the task's error
         raise _Failed(error) from error
 
 
 def _lost_unless_committed(task: Task, error: BaseException) -> None:
-    transitions.lose(task.pk, task.worker, TaskLost(
+    outcomes.lose(task.pk, task.worker, TaskLost(
         f"The transaction of its outcome did not commit ({type(error).__name__}: {error}); its writes were "
         f"rolled back."), attempt=task.attempt)
 
@@ -163,14 +164,14 @@ def record(task: Task, write: Write) -> None:
             with transaction.atomic():
                 write()
             return
-        except transitions.Stale:
+        except outcomes.Stale:
             _log_stale(task)
             return
         except DatabaseError as error:
             if not minimal and not _transient(error):
                 logger.error("The database refused the outcome of task %s (%s: %s); recording a plain FAILURE.",
                              task.pk, type(error).__name__, error)
-                write, minimal = functools.partial(transitions.unstorable, task, error), True
+                write, minimal = functools.partial(outcomes.unstorable, task, error), True
                 continue
             if connection.in_atomic_block:  # a batch's, or a test's: it is gone with the error
                 raise
@@ -242,19 +243,19 @@ class Batch:
                     raise _Failed(error) from error
                 if not touched() and _metadata(task) == before and self._defer(task, value):
                     return
-                self._note(task, None if touched() else functools.partial(transitions.succeed, task, value))
+                self._note(task, None if touched() else functools.partial(outcomes.succeed, task, value))
                 _succeed(task, value)
         except _Failed as failed:
             self._note(task, _failure(task, fn, failed.error))
             record(task, self.again[task.pk][1])
             _reraise_interrupt(failed.error)
-        except transitions.Stale:
+        except outcomes.Stale:
             self.again.pop(task.pk, None)
             _log_stale(task)
         except DatabaseError as error:
             if _transient(error):
                 raise  # the batch's transaction is gone; what was noted covers this task
-            self._note(task, functools.partial(transitions.unstorable, task, error))
+            self._note(task, functools.partial(outcomes.unstorable, task, error))
             record(task, self.again[task.pk][1])
 
     def _note(self, task: Task, write: Write | None) -> None:
@@ -266,7 +267,7 @@ class Batch:
         if isinstance(value, Task | InlineTask) or current.spawned():
             return False
         self.deferred.append((task, value))
-        self._note(task, functools.partial(transitions.succeed, task, value))
+        self._note(task, functools.partial(outcomes.succeed, task, value))
         return True
 
     def record_again(self, error: BaseException) -> None:
@@ -281,9 +282,9 @@ class Batch:
 def batch() -> Iterator[Batch]:
     """A transaction for a :class:`Batch`; the deferred outcomes are written as it ends."""
     running = Batch()
-    with transaction.atomic(), transitions.settling_at_end():
+    with transaction.atomic(), settling.settling_at_end():
         yield running
-        transitions.succeed_many(running.deferred)
+        outcomes.succeed_many(running.deferred)
 
 
 def _metadata(task: Task) -> tuple[int, ...]:

@@ -45,7 +45,8 @@ from django.utils import timezone
 from .. import registry
 from ..models import RateLimit, TaskStatus, get_task_model
 from ..transport import doorbell
-from . import clock, transitions
+from . import clock
+from .transitions import queueing
 
 Task = get_task_model()
 
@@ -83,7 +84,7 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any])
         if fn.rate_interval is not None:
             booked = _take_start(fn.name, fn.rate_interval, now)
             if booked is not None:
-                transitions.put_back(Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING), run_after=booked)
+                queueing.put_back(Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING), run_after=booked)
                 return False
             # Its start is the one the rate limit counted.
             Task.objects.filter(pk=task.pk).update(started=now)
@@ -99,7 +100,7 @@ def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
     full = (Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING)
             .filter(GreaterThanOrEqual(Subquery(running), limit)))
-    return bool(transitions.put_back(full))
+    return bool(queueing.put_back(full))
 
 
 def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | None:

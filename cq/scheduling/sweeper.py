@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from ..conf import settings
-from ..engine import transitions
+from ..engine.transitions import outcomes
 from ..exceptions import TaskLost
 from ..models import DONE, TaskStatus, Worker, get_task_model
 
@@ -58,7 +58,7 @@ def find_lost() -> int:
     for pk, worker, attempt in found:
         error = TaskLost(f"Worker {worker or '(unknown)'} stopped while running it "
                          f"(no heartbeat for {settings.WORKER_TIMEOUT:.0f} s).")
-        if transitions.lose(pk, worker, error, attempt=attempt):
+        if outcomes.lose(pk, worker, error, attempt=attempt):
             logger.warning("Task %s is lost: its worker %s stopped beating.", pk, worker or "(unknown)")
             lost += 1
     return lost

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import registry, validation
-from ..engine import transitions
+from ..engine.transitions import queueing
 from ..exceptions import CQError, InvalidTask, TaskNotRegistered
 from ..models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
 from .access import can_see
@@ -183,7 +183,7 @@ def revoke(request: HttpRequest, task_id: str) -> dict[str, Any]:
 @endpoint("POST")
 def retry(request: HttpRequest, task_id: str) -> dict[str, Any]:
     found = _find(request, task_id)
-    if not transitions.retry_now(found):
+    if not queueing.retry_now(found):
         raise Refused(409, "wrong_status", f"Task {found.pk} is {found.get_status_display()}: only a top-level "
                                            f"task that ended Failure or Lost can be retried.")
     return {"task": as_json(found)}

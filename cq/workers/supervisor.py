@@ -38,7 +38,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from ..conf import settings
-from ..engine import transitions
+from ..engine.transitions import outcomes, queueing
 from ..exceptions import CQError, TaskLost, TimeLimitExceeded
 from ..models import Worker as WorkerRow
 from ..models import get_task_model
@@ -229,13 +229,13 @@ class Supervisor:
         """Settle what the child left RUNNING: a task it started ends LOST (FAILURE when killed at
         its hard time limit); everything else under its name, claimed and never started (its
         supervisor may not even have heard of the claim), is put back."""
-        transitions.release(child.name, keep=child.running)
+        queueing.release(child.name, keep=child.running)
         if child.task_id and not child.terminated:
             error = child.kill_error or TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) while running it.")
-            transitions.lose(child.task_id, child.name, error, lost=child.kill_error is None)
+            outcomes.lose(child.task_id, child.name, error, lost=child.kill_error is None)
         for task_id in child.running - {child.task_id}:
-            transitions.lose(task_id, child.name, TaskLost(
+            outcomes.lose(task_id, child.name, TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) before the outcome "
                 f"was committed."))
         heartbeat.stopped(child.name, child.processed)

@@ -29,7 +29,8 @@ from typing import Any
 from django.db import close_old_connections, connection, connections
 
 from ..conf import settings
-from ..engine import execution, metadata, transitions
+from ..engine import execution, metadata
+from ..engine.transitions import claims, outcomes, queueing
 from ..models import get_task_model
 from ..transport import doorbell
 from . import heartbeat
@@ -135,13 +136,13 @@ class Worker:
             heard = len(task_ids)
             if task_ids:
                 self._unsettled = True  # until the claim's reply is in
-                claimed = transitions.claim(task_ids, self.name, self.queues)
+                claimed = claims.claim(task_ids, self.name, self.queues)
                 self._unsettled = False
                 ran += self._run_claimed(claimed)
             if not self._stopping.is_set() and (not ran or time.monotonic() >= self._next_poll):
                 self._next_poll = time.monotonic() + self.poll_interval
                 self._unsettled = True
-                due = transitions.claim_due(self.name, self.queues, self.queued_grace)
+                due = claims.claim_due(self.name, self.queues, self.queued_grace)
                 self._unsettled = False
                 self._backlog = bool(due)
                 ran += self._run_claimed(due)
@@ -156,7 +157,7 @@ class Worker:
         """Settle rows left RUNNING under this worker by a step that failed: those it never started
         (a claim whose reply was lost) go back to the queue; those it ran and could not record end
         LOST."""
-        transitions.reconcile(self.name, list(self._unrecorded), "Its worker could not record its outcome.")
+        outcomes.reconcile(self.name, list(self._unrecorded), "Its worker could not record its outcome.")
         self._finished(self._unrecorded.values())
         self._unrecorded.clear()
         self._unsettled = False
@@ -202,7 +203,7 @@ class Worker:
             self.stop()
         unstarted = [task.pk for task in tasks[done:] if task.pk not in self._unrecorded]
         if unstarted:
-            transitions.release(self.name, unstarted)
+            queueing.release(self.name, unstarted)
         return done
 
     def _tell(self, hook: Callable[[Any], None], what: Any) -> None:

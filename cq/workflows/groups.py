@@ -239,7 +239,7 @@ def wait_on(task: Task, child: Task) -> None:
 # that no task function of a project can take these names (the engine would take its rows for
 # workflows), and so that a row queued by hand fails with a clear error.
 def _settled_not_run(cqt: Any, *args: Any, **kwargs: Any) -> None:
-    raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.engine.transitions.settle as its "
+    raise InvalidTask(f"A {cqt.func_name} task is not run: it is finished by cq.engine.transitions.settling as its "
                       f"subtasks finish.")
 
 

@@ -151,8 +151,8 @@ def _describe(failure: dict[str, Any]) -> str:
 
 #: How each kind of workflow settles, by the name of its function: what the WAITING workflow does
 #: now that a subtask of it finished. A rule ends it, with a status and the fields to write, or
-#: lets it go on waiting (``None``), maybe having started its next step. ``transitions.settle``
-#: calls it with the workflow's row locked.
+#: lets it go on waiting (``None``), maybe having started its next step. The engine calls it
+#: with the workflow's row locked (``cq.engine.transitions.settling.settle``).
 RULES: dict[str, Callable[[Task], Outcome | None]] = {
     GROUP: _settle_group,
     STAGE: _settle_group,  # a group whose members were given params=

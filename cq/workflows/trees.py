@@ -1,9 +1,9 @@
 """Task trees: subtasks, chained tasks, and revoking a task with everything under and after it.
 
 A parent whose function has returned is WAITING until its subtasks are done.
-Every change below a parent ends in ``cq.engine.transitions.settle``, which locks the
-parent's row and decides: all subtasks succeeded (SUCCESS), one of them failed
-or was revoked (INCOMPLETE), or not yet. Because each finishing subtask writes
+Every change below a parent ends in ``settle`` (``cq.engine.transitions.settling``),
+which locks the parent's row and decides: all subtasks succeeded (SUCCESS), one
+of them failed or was revoked (INCOMPLETE), or not yet. Because each finishing subtask writes
 its own status *before* it locks the parent, whichever of two siblings locks
 second sees the other's status, so a tree never hangs on a race. Groups, chords
 and stages are trees of the same kind (``cq.workflows.groups``).
@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models import Q
 
 from .. import registry
-from ..engine import transitions
+from ..engine.transitions import revoking
 from ..models import get_task_model
 
 Task = get_task_model()
@@ -46,5 +46,5 @@ def revoke(task: Task, terminate: bool = False) -> None:
         frontier = [pk for pk in Task.objects.filter(Q(parent__in=frontier) | Q(previous__in=frontier))
                     .values_list("pk", flat=True) if pk not in ids]
         ids.update(frontier)
-    transitions.revoke(task, ids, terminate)
+    revoking.revoke(task, ids, terminate)
     task.refresh_from_db(fields=["status", "finished"])

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from cq import registry
-from cq.engine import execution, transitions
+from cq.engine import execution
+from cq.engine.transitions import claims, outcomes
 from cq.exceptions import InvalidTask, TaskLost
 from cq.models import RateLimit, Task
 from cq.registry import task
@@ -64,20 +65,20 @@ def test_a_task_over_its_concurrency_limit_stays_queued_and_is_woken_when_a_slot
     other = tasks.one_per_customer.delay("globex")
     assert len(doorbells()) == 3
     # One claim takes all three: the second of acme's waits, globex's runs beside the first.
-    claimed = transitions.claim([str(first.pk), str(second.pk), str(other.pk)], "w", ["default"])
+    claimed = claims.claim([str(first.pk), str(second.pk), str(other.pk)], "w", ["default"])
     assert [t.pk for t in claimed] == [first.pk, other.pk]
     second.refresh_from_db()
     assert (second.status, second.started) == (Task.STATUS_QUEUED, None)
-    assert transitions.claim([str(second.pk)], "w", ["default"]) == []  # still full
+    assert claims.claim([str(second.pk)], "w", ["default"]) == []  # still full
     # When the first has run, the waiting one's doorbell rings, and it may start.
     execution.run(claimed[0])
     assert doorbells() == [str(second.pk)]
-    assert [t.pk for t in transitions.claim([str(second.pk)], "w", ["default"])] == [second.pk]
+    assert [t.pk for t in claims.claim([str(second.pk)], "w", ["default"])] == [second.pk]
 
 
 def test_a_limit_of_two_lets_two_run():
     created = [tasks.two_at_a_time.delay() for _ in range(3)]
-    claimed = transitions.claim([str(t.pk) for t in created], "w", ["default"])
+    claimed = claims.claim([str(t.pk) for t in created], "w", ["default"])
     assert [t.pk for t in claimed] == [created[0].pk, created[1].pk]
     assert Task.objects.get(pk=created[2].pk).status == Task.STATUS_QUEUED
 
@@ -85,8 +86,8 @@ def test_a_limit_of_two_lets_two_run():
 def test_a_lost_task_frees_its_slot_and_wakes_a_waiting_one():
     first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
     doorbells()
-    assert len(transitions.claim([str(first.pk), str(second.pk)], "w", ["default"])) == 1
-    transitions.lose(first.pk, "w", TaskLost("gone"))
+    assert len(claims.claim([str(first.pk), str(second.pk)], "w", ["default"])) == 1
+    outcomes.lose(first.pk, "w", TaskLost("gone"))
     assert Task.objects.get(pk=first.pk).status == Task.STATUS_LOST
     assert doorbells() == [str(second.pk)]
 
@@ -94,7 +95,7 @@ def test_a_lost_task_frees_its_slot_and_wakes_a_waiting_one():
 def test_the_database_poll_admits_waiting_tasks_too():
     first, second = tasks.one_per_customer.delay("acme"), tasks.one_per_customer.delay("acme")
     doorbells()
-    due = transitions.claim_due("w", ["default"], grace=0, limit=10)
+    due = claims.claim_due("w", ["default"], grace=0, limit=10)
     assert [t.pk for t in due] == [first.pk]
     assert Task.objects.get(pk=second.pk).status == Task.STATUS_QUEUED
 
@@ -108,14 +109,14 @@ def test_a_claim_whose_admission_fails_puts_every_task_back(monkeypatch):
 
     monkeypatch.setattr("cq.engine.limits._put_back_if_full", broken)
     with pytest.raises(RuntimeError, match="database gone"):
-        transitions.claim([str(plain.pk), str(limited.pk)], "w", ["default"])
+        claims.claim([str(plain.pk), str(limited.pk)], "w", ["default"])
     assert set(Task.objects.values_list("status", flat=True)) == {Task.STATUS_QUEUED}
     assert sorted(doorbells()) == sorted([str(plain.pk), str(limited.pk)])  # rung again
 
 
 def test_a_failing_wake_is_logged_and_the_task_still_succeeds(monkeypatch, caplog):
     created = tasks.one_per_customer.delay("acme")
-    claimed = transitions.claim([str(created.pk)], "w", ["default"])
+    claimed = claims.claim([str(created.pk)], "w", ["default"])
 
     def broken(key):
         raise RuntimeError("redis and database gone")
@@ -130,7 +131,7 @@ def test_a_failing_wake_is_logged_and_the_task_still_succeeds(monkeypatch, caplo
 
 def test_a_task_over_its_rate_waits_queued_until_the_time_booked_for_it():
     created = [tasks.once_an_hour.delay() for _ in range(3)]
-    claimed = transitions.claim([str(t.pk) for t in created], "w", ["default"])
+    claimed = claims.claim([str(t.pk) for t in created], "w", ["default"])
     assert [t.pk for t in claimed] == [created[0].pk]
     limit = RateLimit.objects.get(key=tasks.once_an_hour.name)
     assert limit.last_start == claimed[0].started == Task.objects.get(pk=created[0].pk).started
@@ -140,8 +141,8 @@ def test_a_task_over_its_rate_waits_queued_until_the_time_booked_for_it():
     assert second.run_after >= limit.last_start + hour and third.run_after >= second.run_after + hour
     assert limit.booked_until == third.run_after
     # Its time has not come: the poll and a doorbell leave it alone.
-    assert transitions.claim_due("w", ["default"], grace=0, limit=10) == []
-    assert transitions.claim([str(second.pk)], "w", ["default"]) == []
+    assert claims.claim_due("w", ["default"], grace=0, limit=10) == []
+    assert claims.claim([str(second.pk)], "w", ["default"]) == []
 
 
 # -- options checked when the decorator runs ----------------------------------------------------
@@ -180,7 +181,7 @@ def test_admitting_and_waking_read_no_whole_table():
     limited = tasks.once_an_hour.delay_many([(), ()])
     doorbells()
     with CaptureQueriesContext(connection) as captured:
-        claimed = transitions.claim([str(t.pk) for t in [first, second, *limited]], "w", ["default"])
+        claimed = claims.claim([str(t.pk) for t in [first, second, *limited]], "w", ["default"])
         execution.run(claimed[0])
     assert len(claimed) == 2
     scans = full_scans(captured)

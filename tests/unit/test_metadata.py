@@ -102,12 +102,12 @@ def test_higher_priority_runs_first_through_doorbells_and_the_database(worker):
 
 
 def test_the_databases_look_for_work_takes_the_highest_priority_first():
-    from cq.engine import transitions
+    from cq.engine.transitions import claims
 
     low = tasks.echo.using(priority=-1).delay("low")
     high = tasks.echo.using(priority=7).delay("high")
-    assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
-    assert [t.pk for t in transitions.claim_due("test", ["default"], 0, limit=1)] == [low.pk]
+    assert [t.pk for t in claims.claim_due("test", ["default"], 0, limit=1)] == [high.pk]
+    assert [t.pk for t in claims.claim_due("test", ["default"], 0, limit=1)] == [low.pk]
 
 
 def test_a_progress_message_holding_nul_is_stored_escaped_and_numbers_must_be_finite():

@@ -113,7 +113,8 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
     from django.utils import timezone
 
     from cq import canvas
-    from cq.engine import logs, transitions
+    from cq.engine import logs
+    from cq.engine.transitions import claims
     from cq.scheduling import firing, sweeper
 
     parent = tasks.spawns_subtask_returns_own.delay()
@@ -123,7 +124,7 @@ def test_no_look_for_work_reads_the_whole_task_table(worker):
     later = timezone.now() + timedelta(days=2)
     with CaptureQueriesContext(connection) as captured:
         worker.drain()
-        transitions.claim_due("test-worker", ["default"], 0)
+        claims.claim_due("test-worker", ["default"], 0)
         firing.release_delayed(later)
         firing.next_due(timezone.now())
         sweeper.find_lost()

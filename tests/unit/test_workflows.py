@@ -8,7 +8,8 @@ from itertools import pairwise
 import pytest
 
 from cq.canvas import chord, group, signature, stages
-from cq.engine import execution, transitions
+from cq.engine import execution
+from cq.engine.transitions import claims, outcomes
 from cq.exceptions import InvalidTask, TaskLost, TaskNotRegistered
 from cq.models import Task
 from tests.testapp import tasks
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def run_in_order(*queued: Task) -> None:
     """Claim and run these tasks one after another, in this order, in this process."""
-    for claimed in transitions.claim([str(t.pk) for t in queued], "test", ["default"]):
+    for claimed in claims.claim([str(t.pk) for t in queued], "test", ["default"]):
         execution.run(claimed)
 
 
@@ -119,8 +120,8 @@ def test_group_with_failed_members_ends_incomplete_once_all_finished_naming_them
 def test_group_with_a_lost_member_ends_incomplete(worker):
     task = group([tasks.echo.s(1), tasks.echo.s(2)]).delay()
     lost, kept = members(task)
-    transitions.claim([str(lost.pk)], "gone", ["default"])
-    transitions.lose(lost.pk, "gone", TaskLost("its worker died"))  # as the supervisor does
+    claims.claim([str(lost.pk)], "gone", ["default"])
+    outcomes.lose(lost.pk, "gone", TaskLost("its worker died"))  # as the supervisor does
     run_in_order(kept)
     task.refresh_from_db()
     assert task.status == Task.STATUS_INCOMPLETE

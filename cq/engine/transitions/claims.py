@@ -1,0 +1,133 @@
+"""Claiming: QUEUED (or a due RETRY) → RUNNING, for one worker, then admitted under limits.
+
+A claim is one conditional UPDATE that skips rows another transaction holds locked; it
+stamps the database's time in ``started`` and counts the attempt (see the package's
+docstring for fencing). The tasks it takes whose function has a concurrency or rate limit
+are then admitted, or put back, by ``cq.engine.limits``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
+from ...models import TaskStatus, get_task_model
+from ...transport import events
+from .. import clock, limits
+from ..returning import update_returning
+from . import queueing
+
+Task = get_task_model()
+
+logger = logging.getLogger("cq.transitions")  # its name before cq's subpackages: LOGGING settings use it
+
+
+def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]:
+    """Take for ``worker`` those of the tasks ``task_ids`` that are QUEUED, ready and in one of
+    ``queues``, in the order given. A row locked by another transaction (an admin's edit) is
+    skipped, not waited for: the database poll finds it later."""
+    if not task_ids:
+        return []
+    queues = list(queues)
+    if _on_postgresql():
+        rows = _claim_locked("doorbell", [[uuid.UUID(task_id) for task_id in task_ids], TaskStatus.QUEUED, queues,
+                                          clock.now()], worker)
+    else:
+        ready = Task.objects.filter(_ready(), pk__in=task_ids, status=TaskStatus.QUEUED, queue__in=queues)
+        rows = update_returning(ready, _claiming(worker))
+    claimed = {str(task.pk): task for task in rows}
+    missing = [task_id for task_id in task_ids if task_id not in claimed]
+    if missing:
+        known = {str(pk) for pk in Task.objects.filter(pk__in=missing).values_list("pk", flat=True)}
+        for task_id in missing:
+            if task_id not in known:
+                logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
+    return _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
+
+
+def claim_due(worker: str, queues: Iterable[str], grace: float, limit: int = 1) -> list[Task]:
+    """Take up to ``limit`` tasks that are due but were not claimed through a doorbell:
+    QUEUED for ``grace`` seconds or more (their doorbell was lost), or RETRY whose time has come."""
+    now, queues = clock.now(), list(queues)
+    cutoff = now - timedelta(seconds=grace)
+    if _on_postgresql():
+        claimed = _claim_locked("due", [TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.RETRY, cutoff, now, queues,
+                                        limit], worker)
+    else:
+        # The status test comes first, as the cq_task_wait index states it: SQLite uses a
+        # partial index only when the query repeats the index's condition.
+        due = (Q(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+               & (Q(status=TaskStatus.RETRY) | Q(submitted__lte=cutoff)) & _ready(now))
+        oldest = Task.objects.filter(due, queue__in=queues).order_by("-priority", "submitted")
+        claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]), _claiming(worker))
+    return _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
+
+
+def _claiming(worker: str) -> dict[str, Any]:
+    return {"status": TaskStatus.RUNNING, "started": Now(), "worker": worker, "attempt": F("attempt") + 1}
+
+
+def _ready(now: Any = None) -> Q:
+    now = now or clock.now()
+    return Q(run_after__isnull=True) | Q(run_after__lte=now)
+
+
+def _on_postgresql() -> bool:
+    return connections[router.db_for_write(Task)].vendor == "postgresql"
+
+
+#: What a claim takes on PostgreSQL: by the ids its doorbells named, or the oldest due. Written
+#: by hand, and built once: Django would compile the UPDATE and its locking subquery on every
+#: claim, which costs more CPU than running them. ``{x}`` is the quoted column of field x.
+_WANTED = {
+    "doorbell": "{id} = ANY(%s) AND {status} = %s AND {queue} = ANY(%s) AND ({run_after} IS NULL OR {run_after} <= %s)",
+    # The status test repeats the cq_task_wait index's condition, for the planner.
+    "due": "{status} IN (%s, %s) AND ({status} = %s OR {submitted} <= %s) AND ({run_after} IS NULL OR "
+           "{run_after} <= %s) AND {queue} = ANY(%s) ORDER BY {priority} DESC, {submitted} LIMIT %s",
+}
+
+
+_claims: dict[tuple[str, str], str] = {}
+
+
+def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
+    """Claim the rows ``_WANTED[wanted]`` finds, skipping those another transaction holds locked,
+    in one statement (so with no transaction and COMMIT of its own). ``started`` is the
+    database's time, and ``attempt`` counts the claim."""
+    connection = connections[router.db_for_write(Task)]
+    sql = _claims.get((connection.alias, wanted))
+    if sql is None:
+        quote, meta = connection.ops.quote_name, Task._meta
+        column = {field.name: quote(field.column) for field in meta.concrete_fields}
+        column["id"], table = quote(meta.pk.column), quote(meta.db_table)
+        sql = _claims[(connection.alias, wanted)] = (
+            f"UPDATE {table} SET {column['status']} = %s, {column['started']} = STATEMENT_TIMESTAMP(), "
+            f"{column['worker']} = %s, {column['attempt']} = {column['attempt']} + 1 "
+            f"WHERE {column['id']} IN (SELECT {column['id']} FROM {table} WHERE {_WANTED[wanted].format(**column)} "
+            f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(quote(field.column) for field in meta.concrete_fields)}")
+    return list(Task.objects.db_manager(connection.alias).raw(sql, [TaskStatus.RUNNING, worker, *params]))
+
+
+def _admitted(claimed: list[Task], worker: str) -> list[Task]:
+    """Those of the tasks ``worker`` claimed that their concurrency and rate limits let start now
+    (the others are back in the queue, see cq.engine.limits). If admitting fails, all are put back: a
+    task left RUNNING by a worker that is alive would never be run, nor found lost."""
+    if claimed:
+        clock.learn(claimed[0].started)
+    try:
+        admitted = limits.admit(claimed)
+    except Exception:
+        try:
+            queueing.release(worker, [task.pk for task in claimed])
+        except Exception:
+            logger.exception("Worker %s could not put back the tasks it claimed.", worker)
+        raise
+    events.status(admitted)
+    return admitted

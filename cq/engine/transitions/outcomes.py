@@ -1,0 +1,209 @@
+"""The outcome of a run: RUNNING → SUCCESS, WAITING, FAILURE, RETRY or LOST.
+
+Every write is fenced on the run's attempt (see the package's docstring): a run that is no
+longer RUNNING under its attempt raises :class:`Stale` and records nothing. What follows a
+final status (errbacks, chained tasks, the waiting parent) is ``settling.follow``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
+
+from ... import registry, validation
+from ...conf import settings
+from ...exceptions import CQError, InvalidTask, TaskLost
+from ...models import TaskStatus, get_task_model
+from ...transport import events
+from .. import clock, current, limits
+from ..inline import InlineTask
+from ..logs import flush as flush_logs
+from ..returning import by_pk, update_returning, update_row
+from . import queueing, settling
+
+Task = get_task_model()
+
+logger = logging.getLogger("cq.transitions")  # its name before cq's subpackages: LOGGING settings use it
+
+
+class Stale(CQError):
+    """The run's row is no longer RUNNING under its attempt: it was revoked, or declared LOST
+    (and maybe claimed again). Its outcome is not recorded."""
+
+
+def result_of(task: Task, value: Any) -> Any:
+    """What ``task``'s function returned, as it will be recorded.
+
+    Raises:
+        InvalidTask: a value no database can store (not JSON, NaN, NUL), or the task itself; an
+        error of the task's, handled by its retry rules.
+    """
+    if isinstance(value, InlineTask):
+        value = value.result
+    if isinstance(value, Task):
+        if value.pk == task.pk:
+            raise InvalidTask(f"Task {task.pk} returned itself.")
+        return value
+    validation.check_storable(value, f"the result of task {task.func_name!r}")
+    return value
+
+
+def succeed(task: Task, value: Any) -> None:
+    """Record what ``task``'s function returned (see :func:`result_of`): SUCCESS; or WAITING
+    until the task it returned, or the subtasks it created, have finished."""
+    if isinstance(value, Task):
+        _adopt(task, value)
+        _write(task, status=TaskStatus.WAITING, waiting_on_id=value.pk)
+    elif current.spawned():
+        _write(task, status=TaskStatus.WAITING, result=value)
+    else:
+        _end(task, TaskStatus.SUCCESS, result=value, error=None)
+        return
+    queueing.launch(Task.objects.filter(parent=task.pk, previous__isnull=True))
+    settling.settle(task.pk)
+
+
+def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
+    """Record that ``task``'s run failed with ``error``: RETRY after a backoff, or ``status``."""
+    fields = {"error": validation.storable_text(str(error)),
+              "exception": f"{type(error).__module__}.{type(error).__qualname__}"[:255],
+              "traceback": validation.storable_text("".join(traceback.format_exception(error)))}
+    if not retry:
+        _end(task, status, cause=error, **fields)
+        return
+    backoff = min(settings.RETRY_BACKOFF * 2**task.retries, settings.RETRY_BACKOFF_MAX)
+    now = clock.now()
+    _write(task, status=TaskStatus.RETRY, retries=task.retries + 1, last_retry=now,
+           run_after=now + timedelta(seconds=backoff), **fields)
+    logger.info("Task %s failed (%s); retry %d in %.1f s.", task.pk, error, task.retries, backoff)
+
+
+def unstorable(task: Task, error: BaseException) -> None:
+    """Record FAILURE with as little as can be: the database refused the run's full outcome
+    (its result, logs, fields or progress), and the error says why."""
+    message = validation.storable_text(f"cq could not store this task's outcome ({type(error).__name__}: {error}).")
+    _end(task, TaskStatus.FAILURE, cause=CQError(message), minimal=True, error=message, traceback="",
+         exception=f"{type(error).__module__}.{type(error).__qualname__}"[:255])
+
+
+def lose(task_id: Any, worker: str, error: CQError, *, lost: bool = True, attempt: int | None = None) -> bool:
+    """Record the end of a run that cannot report it (its process is gone, or its transaction did
+    not commit): LOST, retried with ``retry_on_lost``; or FAILURE, retried by its rules, for one
+    killed at its hard time limit (``lost=False``). Only a row still RUNNING on ``worker`` (and
+    under ``attempt``, when given) is touched; returns whether it was."""
+    found = Task.objects.filter(pk=task_id, status=TaskStatus.RUNNING, worker=worker)
+    task = (found if attempt is None else found.filter(attempt=attempt)).first()
+    if task is None:
+        return False
+    fn = registry.find_for_row(task)
+    if lost:
+        retry = fn is not None and fn.should_retry_lost(task.retries)
+    else:
+        retry = fn is not None and fn.should_retry(error, task.retries)
+    try:
+        with transaction.atomic():
+            fail(task, error, retry, status=TaskStatus.LOST if lost else TaskStatus.FAILURE)
+    except Stale:
+        return False
+    return True
+
+
+def reconcile(worker: str, started: Iterable[Any], why: str) -> None:
+    """Settle every row still RUNNING under ``worker``, an incarnation that runs none of them now:
+    those it ``started`` end LOST (``why``); the others it never started, so they are put back."""
+    started = list(started)
+    queueing.release(worker, keep=started)
+    for task_id in started:
+        lose(task_id, worker, TaskLost(why))
+
+
+def succeed_many(runs: list[tuple[Task, Any]]) -> None:
+    """Record SUCCESS for quick tasks of a batch in one UPDATE: tasks that made no query, created
+    nothing and returned a plain value (``result_of``'s). A stale run is left alone."""
+    if not runs:
+        return
+    now = clock.now()
+    field = Task._meta.get_field
+    expiries = {task.pk: settling.result_expiry(task, now) for task, _ in runs}
+    written = {row.pk: row for row in update_returning(
+        Task.objects.filter(_attempts([task for task, _ in runs]), status=TaskStatus.RUNNING),
+        {"status": TaskStatus.SUCCESS, "error": None, "finished": now,
+         "result": by_pk({task.pk: value for task, value in runs}, field("result")),
+         "result_expiry": by_pk(expiries, field("result_expiry"))},
+        ["parent", "has_next"])}
+    for task, value in runs:
+        row = written.get(task.pk)
+        if row is None:
+            logger.info("Task %s was revoked or lost while it ran; its outcome is not recorded.", task.pk)
+            continue
+        task.status, task.result, task.error, task.finished = TaskStatus.SUCCESS, value, None, now
+        task.result_expiry, task.parent_id, task.has_next = expiries[task.pk], row.parent_id, row.has_next
+        events.status([task])
+        limits.wake_on_commit([task.concurrency_key])
+        settling.follow(task, TaskStatus.SUCCESS, None)
+
+
+def _attempts(tasks: list[Task]) -> RawSQL:
+    """``(id, attempt) IN (...)``: the rows of these runs, fenced on their attempts. Raw, since
+    as ``Q`` objects OR-ed together a batch's fence cost more to build than its UPDATE."""
+    connection = connections[router.db_for_write(Task)]
+    quote = connection.ops.quote_name
+    columns = f"({quote(Task._meta.pk.column)}, {quote(Task._meta.get_field('attempt').column)})"
+    params = [value for task in tasks for value in (Task._meta.pk.get_db_prep_value(task.pk, connection), task.attempt)]
+    return RawSQL(f"{columns} IN ({', '.join(['(%s, %s)'] * len(tasks))})", params, output_field=BooleanField())
+
+
+def _end(task: Task, status: TaskStatus, *, cause: BaseException | None = None, minimal: bool = False,
+         **values: Any) -> None:
+    now = clock.now()
+    expiry = settling.result_expiry(task, now)
+    _write(task, minimal=minimal, status=status, finished=now, result_expiry=expiry, **values)
+    settling.follow(task, status, cause)
+
+
+def _write(task: Task, *, minimal: bool = False, **values: Any) -> None:
+    """Write the run's outcome, with its logs, errbacks, fields and progress (not when
+    ``minimal``), if the row is still RUNNING under the run's attempt.
+
+    It reads back ``parent`` and ``has_next`` as they are now: another task may have adopted
+    this one (returned it) or chained a task after it while it ran.
+    """
+    if not minimal:
+        values.update(log_records=task.log_records, errbacks=task.errbacks, fields=task.fields,
+                      progress=task.__dict__.get("progress"))
+    running = {"status": TaskStatus.RUNNING, "attempt": task.attempt}
+    written = update_row(Task, task.pk, running, values, ["parent", "has_next"])
+    if written is None:
+        raise Stale(f"Task {task.pk} is no longer running as attempt {task.attempt}.")
+    for name, value in values.items():
+        setattr(task, name, value)
+    task.parent_id = _uuid(written[0])
+    task.has_next = bool(written[1])
+    flush_logs(task)
+    events.status([task])
+    # It no longer runs: a task of its key waiting for a free slot may start.
+    limits.wake_on_commit([task.concurrency_key])
+
+
+def _adopt(task: Task, child: Task) -> None:
+    """``task`` returned ``child``: make it a subtask, whose result ``task`` takes when it is done."""
+    child_parent = Task.objects.filter(pk=child.pk).values_list("parent_id", flat=True).get()
+    if child_parent is None:
+        top = task.top_id or task.pk
+        Task.objects.filter(pk=child.pk).update(parent=task.pk, top=top)
+        Task.objects.filter(top=child.pk).update(top=top)
+    elif child_parent != task.pk:
+        raise InvalidTask(f"Task {task.pk} returned task {child.pk}, which is a subtask of another task "
+                          f"({child_parent}); return a task you created, or its result.")
+
+
+def _uuid(value: Any) -> Any:
+    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)

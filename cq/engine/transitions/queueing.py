@@ -1,0 +1,105 @@
+"""Queueing: → QUEUED, with its doorbell rung once the transaction commits.
+
+PENDING tasks launched (subtasks once their parent's function returned, chained tasks once
+their previous one finished) or submitted; RETRY tasks whose time has come; FAILURE and LOST
+top-level tasks retried now, as the same row. And RUNNING tasks that never started, back to
+the queue: released by a worker that stopped or lost a claim's reply, or put back by a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Now
+
+from ...models import RETRYABLE, TaskStatus, get_task_model
+from ...transport import doorbell, events
+from .. import clock
+from ..returning import update_returning
+
+Task = get_task_model()
+
+
+def launch(candidates: QuerySet[Task]) -> list[Any]:
+    """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
+    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue", "priority"))
+    ids = [pk for pk, *_ in found]
+    if ids:
+        Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(status=TaskStatus.QUEUED,
+                                                                          submitted=clock.now())
+        doorbell.ring_on_commit(found)
+        if events.enabled():
+            events.status(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status"))
+    return ids
+
+
+def launch_next(task: Task, failed: bool = False) -> None:
+    """Queue the tasks chained after ``task``: all on success, the ``force_chain`` ones on failure."""
+    chained = Task.objects.filter(previous=task.pk)
+    launch(chained.filter(force_chain=True) if failed else chained)
+
+
+def submit(task: Task, args: list[Any], concurrency_key: str | None) -> bool:
+    """Queue the PENDING ``task`` with ``args``; ``False`` if it is not PENDING."""
+    now = clock.now()
+    with transaction.atomic():
+        if not Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
+                status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=concurrency_key):
+            return False
+        doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
+    task.status, task.args, task.submitted, task.concurrency_key = TaskStatus.QUEUED, args, now, concurrency_key
+    events.status([task])
+    return True
+
+
+def retry_now(task: Task) -> bool:
+    """Queue again a top-level task that ended FAILURE or LOST, as the same row (its retries
+    counted); ``False`` if it is not such a task. A task of a tree is retried by its tree."""
+    now = clock.now()
+    with transaction.atomic():
+        updated = Task.objects.filter(pk=task.pk, parent__isnull=True, status__in=RETRYABLE).update(
+            status=TaskStatus.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
+            run_after=None, retries=F("retries") + 1, last_retry=now)
+        if updated:
+            task.refresh_from_db()
+            doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
+            events.status([task])
+    return bool(updated)
+
+
+def queue_retries(task_ids: list[Any]) -> int:
+    """Queue at once the tasks among ``task_ids`` waiting to be retried; returns how many."""
+    if not task_ids:
+        return 0
+    queued = update_returning(Task.objects.filter(pk__in=task_ids, status=TaskStatus.RETRY),
+                              {"status": TaskStatus.QUEUED, "run_after": None, "submitted": clock.now()},
+                              ["queue", "priority"])
+    doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in queued])
+    return len(queued)
+
+
+def release(worker: str, task_ids: Iterable[Any] | None = None, keep: Iterable[Any] = ()) -> int:
+    """Put back what ``worker`` claimed but never started (it stopped or died first, or a claim's
+    reply was lost): ``task_ids``, or with ``None`` every row RUNNING under ``worker`` but those in
+    ``keep``. They are QUEUED again and their doorbells ring. Returns how many."""
+    mine = Task.objects.filter(status=TaskStatus.RUNNING, worker=worker)
+    if task_ids is not None:
+        task_ids = list(task_ids)
+        if not task_ids:
+            return 0
+        mine = mine.filter(pk__in=task_ids)
+    keep = list(keep)
+    if keep:
+        mine = mine.exclude(pk__in=keep)
+    found = update_returning(mine, {"status": TaskStatus.QUEUED, "started": None, "submitted": Now()},
+                             ["queue", "priority"])
+    doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in found])
+    return len(found)
+
+
+def put_back(queryset: QuerySet[Task], **values: Any) -> int:
+    """Return the claimed rows of ``queryset`` to QUEUED (a limit refused them); returns how many."""
+    return queryset.update(status=TaskStatus.QUEUED, started=None, submitted=Now(), **values)
