@@ -23,6 +23,7 @@ from django.utils import timezone
 from . import verbs
 from .conf import settings
 from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
+from .fields import Progress, ProgressField  # noqa: F401  (migrations name cq.models.ProgressField)
 from .scheduling.cron import validate_crontab, validate_timezone
 from .scheduling.repeating import build_repeating_task, reschedule, validate_repeating_task
 from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, TaskStatus  # noqa: F401  (public here)
@@ -42,41 +43,6 @@ class TaskQuerySet(models.QuerySet):
     def tree(self, top: Task) -> TaskQuerySet:
         """``top`` and every task below it (subtasks, and their chains)."""
         return self.filter(models.Q(pk=top.pk) | models.Q(top=top.pk))
-
-
-class Progress(dict):
-    """What ``task.progress`` gives: the last progress recorded (``current``, ``total``,
-    ``percent``, ``message``; empty before any), and, called, the way to record it:
-    ``cqt.progress(3, 10, "third of ten")``."""
-
-    def __init__(self, task: AbstractTask, value: dict[str, Any] | None) -> None:
-        super().__init__(value or {})
-        self._task = task
-
-    def __call__(self, current: float, total: float | None = None, message: str | None = None) -> None:
-        verbs.engine().progress(self._task, current, total, message)
-
-
-class _ProgressAttribute(models.query_utils.DeferredAttribute):
-    # A data descriptor (it has __set__), so that it is used even once the value is loaded.
-    def __get__(self, instance: Any, cls: Any = None) -> Any:
-        if instance is None:
-            return self
-        return Progress(instance, super().__get__(instance, cls))
-
-    def __set__(self, instance: Any, value: Any) -> None:
-        instance.__dict__[self.field.attname] = dict(value) if isinstance(value, Progress) else value
-
-
-class ProgressField(models.JSONField):
-    """A JSON column read as :class:`Progress`."""
-
-    descriptor_class = _ProgressAttribute
-
-    def get_prep_value(self, value: Any) -> Any:
-        if isinstance(value, Progress):
-            value = dict(value) or None
-        return super().get_prep_value(value)
 
 
 #: Names of the task table's indexes: short, since a model of your own (CQ_TASK_MODEL) has a
