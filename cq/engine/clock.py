@@ -15,13 +15,20 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+#: A difference between the clocks smaller than this is taken for the round trip's (and SQLite's
+#: millisecond precision), not the clocks': ignored, so that times written a moment apart never
+#: come out in the wrong order. Clocks that matter are off by seconds or hours.
+NOISE = timedelta(seconds=1)
+
 _offset = timedelta(0)
 
 
 def learn(database_now: datetime) -> None:
     """The database said it was ``database_now`` just now (a claim's ``started``)."""
     global _offset
-    _offset = database_now - timezone.now()
+    measured = database_now - timezone.now()
+    if abs(measured - _offset) > NOISE:
+        _offset = measured
 
 
 def now() -> datetime:
