@@ -3,13 +3,10 @@ running: the run stops at once, naming the missing service, if either is not."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 import redis
 from django.conf import settings
 
-from cq.engine import clock
 from cq.workers.worker import Worker
 from tests.helpers import RedisServer, WorkerProcess, events_layers
 
@@ -38,15 +35,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-@pytest.fixture(autouse=True)
-def uncorrected_clock() -> None:
-    """Each test starts with this process's clock uncorrected (cq.engine.clock). A claim corrects it by the
-    database's time, which it reads before its reply comes back: the last claim of the test before
-    would leave it a few milliseconds behind, and a look for work with no grace (``queued_grace=0``,
-    ``run_ready_tasks``) would not yet see a task queued a moment ago."""
-    clock._offset = timedelta(0)
 
 
 @pytest.fixture(autouse=True)

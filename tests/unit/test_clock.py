@@ -1,4 +1,4 @@
-"""cq.clock: the database's time as a process sees it, learned from what its claims return."""
+"""cq.engine.clock: the database's time as a process sees it, learned from what its claims return."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from cq import clock
+from cq.engine import clock
 
 
 @pytest.fixture(autouse=True)
