@@ -41,6 +41,7 @@ faketime: $(FAKETIME)
 
 lint: install
 	$(VENV)/bin/ruff check cq tests demo bench
+	$(VENV)/bin/mypy cq
 
 test: install browser faketime
 	$(MAKE) lint

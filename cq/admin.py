@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -13,13 +13,17 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from . import registry
 from .models import RepeatingTask, get_task_model
 from .scheduling import firing
 from .scheduling.cron import upcoming
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 
 def _link(task_id: Any, text: Any = None) -> str:
@@ -126,7 +130,7 @@ class TaskAdmin(_FiltersWithoutNul, admin.ModelAdmin):
 class DatalistInput(forms.TextInput):
     """A text input that suggests the registered task functions."""
 
-    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
         list_id = f"{name}-choices"
         field = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
         options = format_html_join("", '<option value="{}">', ((n,) for n in registry.names()))

@@ -44,13 +44,14 @@ try:  # Django 6.0 and later
     from django.utils.json import normalize_json
 except ImportError:  # Django 5.2 with the django-tasks package
     try:
-        from django_tasks import TaskContext, TaskResult, TaskResultStatus
-        from django_tasks import signals as django_signals
-        from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import Task as DjangoTask
-        from django_tasks.base import TaskError
-        from django_tasks.exceptions import InvalidTaskError as InvalidDjangoTask
-        from django_tasks.exceptions import TaskResultDoesNotExist
+        # The stubs describe django.tasks; the backport's classes are the same API by other names.
+        from django_tasks import TaskContext, TaskResult, TaskResultStatus  # type: ignore[assignment]
+        from django_tasks import signals as django_signals  # type: ignore[no-redef]
+        from django_tasks.backends.base import BaseTaskBackend  # type: ignore[assignment]
+        from django_tasks.base import Task as DjangoTask  # type: ignore[assignment]
+        from django_tasks.base import TaskError  # type: ignore[assignment]
+        from django_tasks.exceptions import InvalidTaskError as InvalidDjangoTask  # type: ignore[assignment]
+        from django_tasks.exceptions import TaskResultDoesNotExist  # type: ignore[assignment]
         from django_tasks.utils import normalize_json
     except ImportError:
         raise ImproperlyConfigured(
@@ -107,13 +108,13 @@ class CQBackend(BaseTaskBackend):
                 raise ImproperlyConfigured(f"TASKS[{alias!r}]['QUEUES']: {queue!r} is not a cq queue name "
                                            f"({validation.QUEUE_RULE}).")
 
-    def validate_task(self, task: DjangoTask) -> None:
+    def validate_task(self, task: DjangoTask[Any, Any]) -> None:
         super().validate_task(task)
         if not validation.is_queue_name(task.queue_name):
             raise InvalidDjangoTask(f"Queue {task.queue_name!r} is not a cq queue name ({validation.QUEUE_RULE}).")
         self._function(task)
 
-    def _function(self, task: DjangoTask) -> registry.TaskFunction[Any, Any]:
+    def _function(self, task: DjangoTask[Any, Any]) -> registry.TaskFunction[Any, Any]:
         """The cq task function that runs ``task``, registered under its module path."""
         fn = registry.find(task.module_path)
         options = self.cq_options
@@ -124,9 +125,10 @@ class CQBackend(BaseTaskBackend):
                 retries=options["retries"], retry_on_lost=options["retry_on_lost"],
                 time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
                 queue=task.queue_name, priority=task.priority)
+        assert fn is not None  # found above, or registered now
         return fn
 
-    def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue(self, task: DjangoTask[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         self.validate_task(task)  # and registers it, as its decorator did
         fn = registry.require(task.module_path)
         options: dict[str, Any] = {"queue": task.queue_name, "priority": task.priority,
@@ -140,7 +142,7 @@ class CQBackend(BaseTaskBackend):
         django_signals.task_enqueued.send(type(self), task_result=result)
         return result
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[Any, Any]:
         # app loading: Django builds this backend while task modules are being imported, maybe
         # before the models are; a result is read long after.
         from .models import find_task
@@ -157,7 +159,7 @@ class _Runner:
     the worker in the row's fields (written with the attempt's outcome), sends ``task_started``
     and calls the function, with a ``TaskContext`` if it takes one."""
 
-    def __init__(self, task: DjangoTask, options: dict[str, Any]) -> None:
+    def __init__(self, task: DjangoTask[Any, Any], options: dict[str, Any]) -> None:
         self.task, self.options = task, options
         functools.update_wrapper(self, task.func)
 
@@ -195,7 +197,7 @@ def running_task() -> Any:
     return row
 
 
-def django_task_of(row: Any) -> DjangoTask | None:
+def django_task_of(row: Any) -> DjangoTask[Any, Any] | None:
     """The Django task a row runs, or ``None`` for a row of a cq task function. A task not yet
     imported in this process is imported from the path its row keeps, if its signature holds."""
     fn = registry.find(row.func_name)
@@ -208,7 +210,7 @@ def django_task_of(row: Any) -> DjangoTask | None:
         if path != row.func_name:
             return None
         try:
-            found = import_string(path)
+            found = import_string(row.func_name)  # the path its signature holds
         except ImportError:
             return None
         if not isinstance(found, DjangoTask):
@@ -222,7 +224,7 @@ def _find_function(row: Any) -> registry.TaskFunction[Any, Any] | None:
     return registry.find(row.func_name) if django_task_of(row) is not None else None
 
 
-def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:
+def as_result(row: Any, task: DjangoTask[Any, Any], alias: str) -> TaskResult[Any, Any]:
     """A cq task row as Django's ``TaskResult``."""
     status = STATUSES[row.status]
     errors = []
@@ -238,7 +240,7 @@ def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:
     workers = list((row.fields or {}).get(FIELD, {}).get("workers", []))[:attempts]
     if row.worker and len(workers) < attempts:
         workers.append(row.worker)
-    result = TaskResult(
+    result: TaskResult[Any, Any] = TaskResult(
         task=_as_queued(task, row),
         id=str(row.pk), status=status, enqueued_at=row.created, started_at=row.started,
         finished_at=row.finished, last_attempted_at=row.started, args=row.args, kwargs=row.kwargs,
@@ -248,7 +250,7 @@ def as_result(row: Any, task: DjangoTask, alias: str) -> TaskResult:
     return result
 
 
-def _as_queued(task: DjangoTask, row: Any) -> DjangoTask:
+def _as_queued(task: DjangoTask[Any, Any], row: Any) -> DjangoTask[Any, Any]:
     """``task`` with the priority, queue and delay its row was queued with (``using()`` may have
     changed them); copied only when they differ, since a copy validates the task again."""
     if (task.priority, task.queue_name, task.run_after) == (row.priority, row.queue, row.run_after):

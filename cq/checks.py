@@ -44,7 +44,7 @@ def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     named = [("CQ_NOTIFIERS", path) for path in settings.NOTIFIERS]
     if settings.TASK_ACCESS:
         named.append(("CQ_TASK_ACCESS", settings.TASK_ACCESS))
-    errors = []
+    errors: list[checks.CheckMessage] = []
     for setting, path in named:
         try:
             found = import_string(path)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .models import AbstractTask
 
 
-class Progress(dict):
+class Progress(dict[str, Any]):
     """What ``task.progress`` gives: the last progress recorded (``current``, ``total``,
     ``percent``, ``message``; empty before any), and, called, the way to record it:
     ``cqt.progress(3, 10, "third of ten")``."""

@@ -144,7 +144,7 @@ class RedisChannelLayer(_ChannelsRedisLayer):
         if sent < len(messages):
             logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "
                            "in the database instead.", channel, len(messages) - sent)
-        return sent
+        return int(sent)
 
 
 def get_layer() -> BaseChannelLayer:
@@ -164,8 +164,10 @@ def redis_client(layer: BaseChannelLayer) -> tuple[redis.Redis, str] | None:
     if "address" in host:
         return redis.Redis.from_url(host.pop("address"), **host), layer.prefix
     if "master_name" in host:
-        sentinel = redis.sentinel.Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
-        return sentinel.master_for(host.pop("master_name"), **host), layer.prefix
+        # redis-py's Sentinel carries no annotations.
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+        return sentinel.master_for(host.pop("master_name"), **host), layer.prefix  # type: ignore[no-untyped-call]
     return redis.Redis(**host), layer.prefix
 
 

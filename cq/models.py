@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -22,17 +22,26 @@ from django.utils import timezone
 
 from . import verbs
 from .conf import settings
-from .exceptions import DuplicateSubmitError  # noqa: F401  (django-cq imported it from here)
-from .fields import Progress, ProgressField  # noqa: F401  (migrations name cq.models.ProgressField)
+from .exceptions import DuplicateSubmitError as DuplicateSubmitError  # django-cq imported it from here
+from .fields import Progress as Progress
+from .fields import ProgressField as ProgressField  # migrations name cq.models.ProgressField
 from .scheduling.cron import validate_crontab, validate_timezone
 from .scheduling.repeating import build_repeating_task, reschedule, validate_repeating_task
-from .statuses import ACTIVE, DONE, ERROR, RETRYABLE, REVOCABLE, UNFINISHED, TaskStatus  # noqa: F401  (public here)
+
+# Public here, as django-cq had them (``as`` marks them exported).
+from .statuses import ACTIVE as ACTIVE
+from .statuses import DONE as DONE
+from .statuses import ERROR as ERROR
+from .statuses import RETRYABLE as RETRYABLE
+from .statuses import REVOCABLE as REVOCABLE
+from .statuses import UNFINISHED as UNFINISHED
+from .statuses import TaskStatus as TaskStatus
 
 #: The task model's label, for foreign keys: ``settings.CQ_TASK_MODEL`` (set by cq's app config).
-TASK_MODEL = django_settings.CQ_TASK_MODEL
+TASK_MODEL = django_settings.CQ_TASK_MODEL  # type: ignore[misc]  # set by cq's app config
 
 
-class TaskQuerySet(models.QuerySet):
+class TaskQuerySet(models.QuerySet[Any]):
     def active(self, **filters: Any) -> TaskQuerySet:
         """Tasks that have not finished: pending, queued, running or waiting."""
         return self.filter(status__in=ACTIVE, **filters)
@@ -95,6 +104,11 @@ class AbstractTask(models.Model):
     )
     previous = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="next",
                                  db_index=False)
+    if TYPE_CHECKING:  # the foreign keys' id columns, which Django adds to each concrete model
+        parent_id: Any
+        top_id: Any
+        previous_id: Any
+        waiting_on_id: Any
     waiting_on = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+",
                                    db_index=False)
     force_chain = models.BooleanField(default=False)
@@ -249,7 +263,7 @@ class Task(AbstractTask):
 
 def get_task_model() -> type[AbstractTask]:
     """The task model in use: ``CQ_TASK_MODEL``, ``cq.Task`` by default."""
-    return apps.get_model(django_settings.CQ_TASK_MODEL, require_ready=False)
+    return apps.get_model(django_settings.CQ_TASK_MODEL, require_ready=False)  # type: ignore[misc]
 
 
 def parse_task_id(value: Any) -> uuid.UUID | None:
@@ -272,6 +286,9 @@ def _default_timezone() -> str:
 
 class RepeatingTask(models.Model):
     """A task function run on a cron schedule by the scheduler."""
+
+    #: Crontab, time zone and enabled as loaded, to tell whether a save changed the schedule.
+    _loaded_schedule: tuple[Any, ...]
 
     crontab = models.CharField(max_length=100, default="* * * * *", validators=[validate_crontab],
                                help_text="Minute Hour Day-of-month Month Day-of-week, e.g. 30 3 * * *")

@@ -15,7 +15,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -83,7 +83,7 @@ class TaskFunction(Generic[P, R]):
         return f"<TaskFunction {self.name}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return verbs.engine().run_inline(self, args, kwargs).unwrap()
+        return cast("R", verbs.engine().run_inline(self, args, kwargs).unwrap())
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Queue a run with these arguments; returns its ``Task`` row."""
@@ -200,7 +200,7 @@ def _matches(rule: RetryRule, error: BaseException) -> bool:
         return isinstance(error, rule)
     if isinstance(rule, BaseException):
         return isinstance(error, type(rule))
-    return bool(rule(error))
+    return bool(cast(Callable[[BaseException], Any], rule)(error))
 
 
 @overload
@@ -214,7 +214,8 @@ def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          rate_limit: str | None = None) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
-def task(name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, **options: Any) -> Any:
+def task(  # type: ignore[misc]  # the name comes positionally (as name_or_func) or as name=
+        name_or_func: Any = None, atomic: bool = True, *, name: str | None = None, **options: Any) -> Any:
     """Register a task function. Its first parameter, ``cqt``, is the running task.
 
     Usable bare (``@task``) or with options: ``@task('name')``, ``@task('name', False)``
@@ -245,12 +246,13 @@ def register(func: Callable[..., Any], name: str, atomic: bool = True, **options
     return _register(func, name, atomic, options)
 
 
-def _register(func: Callable[..., Any], name: str | None, atomic: bool, options: dict[str, Any]) -> TaskFunction:
+def _register(func: Callable[..., Any], name: str | None, atomic: bool,
+              options: dict[str, Any]) -> TaskFunction[Any, Any]:
     rules = options.get("retry_exceptions", ())
     if isinstance(rules, type) or not isinstance(rules, Iterable):
         options = {**options, "retry_exceptions": [rules]}
     name = name or f"{func.__module__}.{func.__qualname__}"
-    fn = TaskFunction(func, name, atomic=atomic, **options)
+    fn: TaskFunction[Any, Any] = TaskFunction(func, name, atomic=atomic, **options)
     existing = _registry.get(name)
     if existing is not None and _origin(existing.func) != _origin(func):
         raise ImproperlyConfigured(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 from django.utils import timezone
@@ -12,7 +13,10 @@ from .engine.transitions import queueing
 from .models import TaskStatus, get_task_model
 from .registry import task
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 
 @task("cq.tasks.retry_tasks")
@@ -25,6 +29,7 @@ def retry_tasks(cqt: Any, retry_delay: float | None = None) -> int:
     """
     now = timezone.now()
     waiting = Task.objects.filter(status=TaskStatus.RETRY)
+    due: Iterable[Any]
     if retry_delay is None:
         due = waiting.filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
     else:

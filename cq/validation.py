@@ -15,7 +15,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings as django_settings
 from django.utils import timezone
@@ -241,7 +241,7 @@ def queue_name(value: Any) -> str:
     """
     if not is_queue_name(value):
         raise InvalidTask(f"Queue {excerpt(value, 60)} must be {QUEUE_RULE}.")
-    return value
+    return cast(str, value)
 
 
 #: Priorities run from lowest to highest, higher first (the range of Django's task framework).
@@ -261,7 +261,7 @@ def priority(value: Any) -> int:
     """
     if not is_priority(value):
         raise InvalidTask(f"{PRIORITY_RULE}, not {excerpt(value, 60)}.")
-    return value
+    return cast(int, value)
 
 
 #: Longest key (``unique_key``, ``concurrency_key``): the column's length.
@@ -292,7 +292,7 @@ def result_ttl(value: Any) -> int | None:
     if value is not None and not is_result_ttl(value):
         raise InvalidTask(f"result_ttl= takes a whole number of seconds from 0 to {MAX_RESULT_TTL}, "
                           f"not {excerpt(value, 60)}.")
-    return value
+    return cast("int | None", value)
 
 
 def is_amount(value: Any) -> bool:
@@ -322,7 +322,7 @@ def moment(value: Any, what: str) -> datetime:
             value.astimezone(UTC)
     except (OverflowError, ValueError) as error:
         raise InvalidTask(f"{what} {value.isoformat()} is no time that can be stored ({error}).") from None
-    return value
+    return cast(datetime, value)
 
 
 def run_after(countdown: Any = None, eta: Any = None, now: datetime | None = None) -> datetime | None:

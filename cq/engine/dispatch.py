@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
@@ -22,9 +22,12 @@ from .transitions import queueing
 try:  # psycopg 3, for PostgreSQL: insert() writes rows with COPY
     from psycopg.types.json import Jsonb
 except ImportError:  # SQLite, or psycopg 2: insert() uses bulk_create
-    Jsonb = None
+    Jsonb = None  # type: ignore[assignment,misc]
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 #: Row fields a caller may set through ``delay_args(**options)``.
 OPTIONS = frozenset({"parent", "previous", "result_ttl", "force_chain", "countdown", "eta", "queue", "fields",
@@ -161,7 +164,7 @@ def _insert_one(task: Task) -> Task:
     raise refused
 
 
-def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Task]:
+def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Any]:
     """Create and queue one task per call in one INSERT, with one pipelined send on commit.
 
     Each call is a list or tuple of positional arguments, or a dict of keyword arguments.
@@ -204,13 +207,13 @@ def insert(rows: list[Task]) -> None:
     PostgreSQL with psycopg 3 a ``COPY``, three times as fast: no SQL to build and quote for 28
     columns a row."""
     connection = connections[router.db_for_write(Task)]
-    if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg":
+    if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg":  # type: ignore[attr-defined]
         Task.objects.bulk_create(rows, batch_size=1000)
         return
     fields = Task._meta.concrete_fields
     json_fields = [i for i, field in enumerate(fields) if isinstance(field, models.JSONField)]
     quote = connection.ops.quote_name
-    sql = f"COPY {quote(Task._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
+    sql = f"COPY {quote(Task._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) FROM STDIN"
     began = time.monotonic()
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for row in rows:
@@ -258,7 +261,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
 
 
 def launch_if_previous_done(task: Task) -> None:
-    status = Task.objects.filter(pk=task.previous_id).values_list("status", flat=True).first()
+    status = Task.objects.filter(pk=task.previous_id).values_list("status", flat=True).first()  # type: ignore[misc]
     if status == TaskStatus.SUCCESS or (status in DONE and task.force_chain):
         queueing.launch(Task.objects.filter(pk=task.pk))
 

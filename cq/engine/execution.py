@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
@@ -38,7 +38,10 @@ from . import current
 from .inline import InlineTask
 from .transitions import outcomes, settling
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.execution")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -246,8 +249,9 @@ class Batch:
                 self._note(task, None if touched() else functools.partial(outcomes.succeed, task, value))
                 _succeed(task, value)
         except _Failed as failed:
-            self._note(task, _failure(task, fn, failed.error))
-            record(task, self.again[task.pk][1])
+            write = _failure(task, fn, failed.error)
+            self._note(task, write)
+            record(task, write)
             _reraise_interrupt(failed.error)
         except outcomes.Stale:
             self.again.pop(task.pk, None)
@@ -255,8 +259,9 @@ class Batch:
         except DatabaseError as error:
             if _transient(error):
                 raise  # the batch's transaction is gone; what was noted covers this task
-            self._note(task, functools.partial(outcomes.unstorable, task, error))
-            record(task, self.again[task.pk][1])
+            write = functools.partial(outcomes.unstorable, task, error)
+            self._note(task, write)
+            record(task, write)
 
     def _note(self, task: Task, write: Write | None) -> None:
         self.again[task.pk] = (task, write)

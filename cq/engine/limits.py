@@ -35,7 +35,7 @@ import functools
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Func, IntegerField, Q, Subquery
@@ -48,7 +48,10 @@ from ..transport import doorbell
 from . import clock
 from .transitions import queueing
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.limits")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -121,7 +124,7 @@ def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | Non
     return booked
 
 
-def _lock(key: str) -> None:
+def _lock(key: str | None) -> None:
     """Serialise, until the transaction ends, whatever counts or frees the slots of ``key``."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

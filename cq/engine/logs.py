@@ -14,7 +14,7 @@ A line is stored as ``cq.validation.storable_text`` makes it (a NUL as the chara
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
@@ -24,7 +24,10 @@ from ..models import TaskStatus, get_task_model
 from ..signals import task_log
 from ..transport import events
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.task")
 

@@ -9,10 +9,10 @@ databases fall back to an update and a select.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.db import connections
-from django.db.models import Case, Model, QuerySet, Value, When
+from django.db.models import Case, Field, Model, QuerySet, Value, When
 from django.db.models.functions import Cast
 from django.db.models.sql import UpdateQuery
 
@@ -26,13 +26,13 @@ def update_returning(queryset: QuerySet[M], values: dict[str, Any], fields: Iter
     ``fields`` loaded (all fields when ``None``; the primary key always)."""
     model = queryset.model
     names = [f.name for f in model._meta.concrete_fields] if fields is None else ["pk", *fields]
-    columns = [model._meta.pk.column if name == "pk" else model._meta.get_field(name).column for name in names]
+    columns = [str(model._meta.pk.column) if name == "pk" else _column(model, name) for name in names]
     connection = connections[queryset.db]
     if connection.vendor not in _VENDORS:
         ids = list(queryset.values_list("pk", flat=True))
         model._default_manager.filter(pk__in=ids).update(**values)
         return list(model._default_manager.filter(pk__in=ids).only(*names))
-    query = queryset.query.chain(UpdateQuery)
+    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
     query.add_update_values(values)
     sql, params = query.get_compiler(queryset.db).as_sql()
     quoted = ", ".join(connection.ops.quote_name(column) for column in dict.fromkeys(columns))
@@ -57,15 +57,15 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
     sql = _statements.get((using, columns))
     if sql is None:
         quote = connection.ops.quote_name
-        assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in values)
-        conditions = " AND ".join([f"{quote(meta.pk.column)} = %s",
-                                   *(f"{quote(meta.get_field(name).column)} = %s" for name in guard)])
-        returning = ", ".join(quote(meta.get_field(name).column) for name in fields)
+        assignments = ", ".join(f"{quote(_column(model, name))} = %s" for name in values)
+        conditions = " AND ".join([f"{quote(str(meta.pk.column))} = %s",
+                                   *(f"{quote(_column(model, name))} = %s" for name in guard)])
+        returning = ", ".join(quote(_column(model, name)) for name in fields)
         sql = _statements[(using, columns)] = (
             f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions} RETURNING {returning}")
-    params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    params = [_field(model, name).get_db_prep_save(value, connection) for name, value in values.items()]
     params.append(meta.pk.get_db_prep_value(pk, connection))
-    params.extend(meta.get_field(name).get_db_prep_save(value, connection) for name, value in guard.items())
+    params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items())
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -73,6 +73,15 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
 
 
 _statements: dict[tuple[Any, ...], str] = {}
+
+
+def _field(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field ``name`` of ``model`` (the names given here are never reverse relations)."""
+    return cast("Field[Any, Any]", model._meta.get_field(name))
+
+
+def _column(model: type[Model], name: str) -> str:
+    return str(_field(model, name).column)
 
 
 def by_pk(values: dict[Any, Any], field: Any, using: str = "default") -> Any:
@@ -84,5 +93,5 @@ def by_pk(values: dict[Any, Any], field: Any, using: str = "default") -> Any:
     cases = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in values.items() if value is not None]
     expression = Case(*cases, default=None, output_field=field)
     if connections[using].features.requires_casted_case_in_updates:
-        expression = Cast(expression, output_field=field)
+        return Cast(expression, output_field=field)
     return expression

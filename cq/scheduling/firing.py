@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import F, Min
@@ -21,7 +22,10 @@ from ..models import UNFINISHED, RepeatingTask, TaskStatus, get_task_model
 from ..transport import doorbell
 from .cron import next_fire
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.schedule")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -37,6 +41,7 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
     scheduler fired this slot first or the run was coalesced.
     """
     slot = rt.next_run
+    assert slot is not None, "due rows have a next run"
     following = next_fire(rt.crontab, rt.timezone, max(now, slot), previous=slot)
     with transaction.atomic():
         if not RepeatingTask.objects.filter(pk=rt.pk, next_run=slot, enabled=True).update(next_run=following):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -29,7 +30,10 @@ from ..engine.transitions import outcomes
 from ..exceptions import TaskLost
 from ..models import DONE, TaskStatus, Worker, get_task_model
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.sweeper")  # its name before cq's subpackages: LOGGING settings use it
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 
@@ -46,7 +46,10 @@ from . import heartbeat
 from .child import main as child_main
 from .heartbeat import Heartbeat, Incarnation
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.supervisor")  # its name before cq's subpackages: LOGGING settings use it
 

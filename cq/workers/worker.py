@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections, connection, connections
 
@@ -37,7 +37,10 @@ from . import heartbeat
 from .heartbeat import Heartbeat, Incarnation
 from .hooks import Hooks
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.worker")  # its name before cq's subpackages: LOGGING settings use it
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import signing
 from django.utils.module_loading import import_string
@@ -17,7 +17,10 @@ from .. import validation
 from ..exceptions import InvalidTask
 from ..models import TaskStatus, get_task_model
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.errbacks")  # its name before cq's subpackages: LOGGING settings use it
 

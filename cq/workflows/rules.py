@@ -24,7 +24,7 @@ A workflow that ends INCOMPLETE (or a pipeline FAILURE) names what failed in its
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
@@ -34,7 +34,10 @@ from . import groups
 from .groups import CHORD, GROUP, STAGE, STAGES
 from .signatures import Signature
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 #: Failures named in an error message; the result lists them all.
 MAX_NAMED = 10
@@ -125,7 +128,7 @@ def _failed_in(pk: Any, name: str, status: str, result: Any, error: str | None) 
 
 def _current(task: Task) -> tuple[Any, ...]:
     """The subtask a chord or pipeline waits on: pk, func_name, status, result, error, kwargs."""
-    return (Task.objects.filter(pk=task.waiting_on_id)
+    return (Task.objects.filter(pk=task.waiting_on_id)  # type: ignore[misc]
             .values_list("pk", "func_name", "status", "result", "error", "kwargs").get())
 
 

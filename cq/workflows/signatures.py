@@ -65,7 +65,7 @@ class Signature:
     def delay(self) -> Any:
         """Queue a run of it alone; returns its ``Task``, as ``fn.delay()`` does."""
         fn = registry.require(self.name)
-        options = {} if self.queue == fn.queue else {"queue": self.queue}
+        options: dict[str, Any] = {} if self.queue == fn.queue else {"queue": self.queue}
         with transaction.atomic():  # the errbacks are written before the doorbell rings
             task = fn.delay_args(self.args, dict(self.kwargs), **options)
             if self.errbacks and not settings.SERIAL:  # CQ_SERIAL has run it already

@@ -12,7 +12,7 @@ and stages are trees of the same kind (``cq.workflows.groups``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 
@@ -20,7 +20,10 @@ from .. import registry
 from ..engine.transitions import revoking
 from ..models import get_task_model
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 
 def subtask(parent: Task, func: Any, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router
 from django.db.models import F, Q
@@ -24,7 +24,10 @@ from .. import clock, limits
 from ..returning import update_returning
 from . import queueing
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.transitions")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -105,13 +108,13 @@ def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
     sql = _claims.get((connection.alias, wanted))
     if sql is None:
         quote, meta = connection.ops.quote_name, Task._meta
-        column = {field.name: quote(field.column) for field in meta.concrete_fields}
-        column["id"], table = quote(meta.pk.column), quote(meta.db_table)
+        column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+        column["id"], table = quote(str(meta.pk.column)), quote(meta.db_table)
         sql = _claims[(connection.alias, wanted)] = (
             f"UPDATE {table} SET {column['status']} = %s, {column['started']} = STATEMENT_TIMESTAMP(), "
             f"{column['worker']} = %s, {column['attempt']} = {column['attempt']} + 1 "
             f"WHERE {column['id']} IN (SELECT {column['id']} FROM {table} WHERE {_WANTED[wanted].format(**column)} "
-            f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(quote(field.column) for field in meta.concrete_fields)}")
+            f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(column[field.name] for field in meta.concrete_fields)}")
     return list(Task.objects.db_manager(connection.alias).raw(sql, [TaskStatus.RUNNING, worker, *params]))
 
 
@@ -120,7 +123,7 @@ def _admitted(claimed: list[Task], worker: str) -> list[Task]:
     (the others are back in the queue, see cq.engine.limits). If admitting fails, all are put back: a
     task left RUNNING by a worker that is alive would never be run, nor found lost."""
     if claimed:
-        clock.learn(claimed[0].started)
+        clock.learn(claimed[0].started)  # type: ignore[arg-type]  # a claim always sets it
     try:
         admitted = limits.admit(claimed)
     except Exception:

@@ -12,7 +12,7 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router, transaction
 from django.db.models import BooleanField
@@ -29,7 +29,10 @@ from ..logs import flush as flush_logs
 from ..returning import by_pk, update_returning, update_row
 from . import queueing, settling
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 logger = logging.getLogger("cq.transitions")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -73,7 +76,7 @@ def succeed(task: Task, value: Any) -> None:
 
 def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
     """Record that ``task``'s run failed with ``error``: RETRY after a backoff, or ``status``."""
-    fields = {"error": validation.storable_text(str(error)),
+    fields: dict[str, Any] = {"error": validation.storable_text(str(error)),
               "exception": f"{type(error).__module__}.{type(error).__qualname__}"[:255],
               "traceback": validation.storable_text("".join(traceback.format_exception(error)))}
     if not retry:
@@ -156,7 +159,7 @@ def _attempts(tasks: list[Task]) -> RawSQL:
     as ``Q`` objects OR-ed together a batch's fence cost more to build than its UPDATE."""
     connection = connections[router.db_for_write(Task)]
     quote = connection.ops.quote_name
-    columns = f"({quote(Task._meta.pk.column)}, {quote(Task._meta.get_field('attempt').column)})"
+    columns = f"({quote(str(Task._meta.pk.column))}, {quote(str(Task._meta.get_field('attempt').column))})"
     params = [value for task in tasks for value in (Task._meta.pk.get_db_prep_value(task.pk, connection), task.attempt)]
     return RawSQL(f"{columns} IN ({', '.join(['(%s, %s)'] * len(tasks))})", params, output_field=BooleanField())
 

@@ -9,7 +9,7 @@ the queue: released by a worker that stopped or lost a claim's reply, or put bac
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import F, QuerySet
@@ -20,7 +20,10 @@ from ...transport import doorbell, events
 from .. import clock
 from ..returning import update_returning
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
@@ -32,7 +35,7 @@ def launch(candidates: QuerySet[Task]) -> list[Any]:
                                                                           submitted=clock.now())
         doorbell.ring_on_commit(found)
         if events.enabled():
-            events.status(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status"))
+            events.status(list(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status")))
     return ids
 
 

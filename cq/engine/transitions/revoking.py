@@ -6,7 +6,7 @@ A revoked task is never run; one already running finishes, but its outcome is no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -16,7 +16,10 @@ from ...transport import events
 from .. import clock, limits
 from . import settling
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 
 def revoke(task: Task, ids: set[Any], terminate: bool) -> None:

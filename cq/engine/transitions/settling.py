@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Case, Value, When
@@ -25,7 +25,10 @@ from ...workflows import errbacks, rules
 from .. import clock
 from . import queueing
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 _local = threading.local()
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
@@ -9,7 +9,10 @@ from django.utils import timezone
 from cq.models import TaskStatus, get_task_model
 from cq.scheduling.sweeper import sweep
 
-Task = get_task_model()
+if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
+    from cq.models import Task
+else:
+    Task = get_task_model()
 
 CLEARABLE = {"failed": TaskStatus.FAILURE, "pending": TaskStatus.PENDING, "lost": TaskStatus.LOST,
              "succeeded": TaskStatus.SUCCESS, "incomplete": TaskStatus.INCOMPLETE, "revoked": TaskStatus.REVOKED}
