@@ -3,20 +3,9 @@
 A workflow is a task row written WAITING, together with its first subtasks, in
 the caller's transaction; no worker ever runs it. Whenever one of its subtasks
 finishes, the engine locks the workflow's row, as it does for any waiting parent,
-and asks the rule of its kind (``cq.workflows.rules``) what to do:
-
-- a *group* (``cq.group``) waits for all its members, then ends SUCCESS with
-  their results in the order given (``kwargs["members"]`` keeps the order), or
-  INCOMPLETE naming every member that failed. With ``allow_failures`` a failed
-  member's slot is ``None`` instead.
-- a *stage* (``cq.stage``) is a group whose members were given ``params=``; it
-  ends with those params updated by the members' results, in the order listed.
-- a *chord* (``cq.chord``) waits on its header, a group; then on its callback,
-  which it creates with the header's results as the first argument. It ends as
-  the callback does.
-- a *pipeline* (``cq.stages``) waits on one stage at a time and starts the next
-  with the params the last one ended with; it ends with the final params, or
-  FAILURE at the first stage that failed.
+and asks the rule of its kind what to do. What a group, a stage, a chord and a
+pipeline (``cq.stages``) each wait for, and how they end, is said once, in
+``cq.workflows.rules``.
 
 A chord and a pipeline wait on one subtask at a time, their ``waiting_on``.
 This module builds workflows and writes their rows; ``cq.workflows.rules``
