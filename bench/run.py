@@ -19,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.cpu import Meter  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 OUT = ROOT / "bench" / "results"
 SIZE = int(os.environ.get("BENCH_TASKS", "5000"))
@@ -84,6 +86,9 @@ class Workers:
                 raise SystemExit("bench: the worker processes did not start")
             time.sleep(0.05)
         self.pids = list(Worker.objects.filter(stopped__isnull=True).values_list("pid", flat=True))
+        from django.conf import settings
+
+        self.meter = Meter(self.pids, self.process.pid, settings.REDIS_URL)
 
     def cpu_seconds(self) -> float:
         total = 0
@@ -159,10 +164,14 @@ def main() -> int:
         Task.objects.all().delete()
 
         say(f"Throughput: one producer calling .delay() {SIZE} times while the workers run")
+        cpu_before = workers.meter.read()
         start = time.perf_counter()
         for i in range(SIZE):
             noop.delay(i)
         end = wait_done({})
+        for part, seconds in Meter.since(cpu_before, workers.meter.read()).items():
+            results[f"cpu_ms_per_task_{part}"] = seconds / SIZE * 1000
+        results["cpu_ms_per_task"] = sum(results[f"cpu_ms_per_task_{part}"] for part in Meter.PARTS)
         results["throughput_single_producer_per_s"] = SIZE / (end - start)
         under_load = latencies_ms(Task.objects.all())
         results["latency_under_load_p50_ms"] = percentile(under_load, 50)

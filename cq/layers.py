@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import redis
 import redis.sentinel
@@ -45,7 +46,7 @@ PRIORITY_SHIFT = MAX_PRIORITY * PRIORITY_STEP
 
 # Drop expired messages, add as many as fit under capacity, refresh the key's expiry:
 # what channels-redis's send does for one message, for many and in one round trip.
-_SEND_MANY = """
+SEND_MANY = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 local room = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
 local sent = 0
@@ -92,7 +93,7 @@ class RedisChannelLayer(_ChannelsRedisLayer):
             connection = self.connection(next(self._receive_index_generator))
             for key in keys:
                 popped = await connection.zpopmin(key, count - len(messages))
-                messages.extend(self._messages(key, (member for member, _score in popped)))
+                messages.extend(decode(self, key, (member for member, _score in popped)))
                 if len(messages) >= count:
                     return messages
         if messages or timeout <= 0:
@@ -100,51 +101,77 @@ class RedisChannelLayer(_ChannelsRedisLayer):
         connection = self.connection(next(self._receive_index_generator))
         popped = await connection.bzpopmin(keys, timeout=timeout)
         if popped is not None:
-            messages.extend(self._messages(popped[0], [popped[1]]))
-        return messages
-
-    def _messages(self, key: Any, members: Any) -> list[dict[str, Any]]:
-        """The members that are messages, deserialised; the others logged (briefly) and dropped."""
-        messages = []
-        for member in members:
-            try:
-                message = self.deserialize(member)
-            except Exception as error:  # msgpack's, or a decryption's: the bytes are not a message
-                problem = f"{type(error).__name__}: {excerpt(str(error), 100)}"
-            else:
-                if isinstance(message, dict):
-                    messages.append(message)
-                    continue
-                problem = f"a {type(message).__name__}, not a dict"
-            logger.error("Dropped a member of %s that is not a message (%s): %s", excerpt(key, 100), problem,
-                         excerpt(member, 100))
+            messages.extend(decode(self, popped[0], [popped[1]]))
         return messages
 
     async def send_many(self, channel: str, messages: list[dict[str, Any]], priorities: list[int] | None = None) -> int:
-        """Send ``messages`` to ``channel`` in one round trip; returns how many fitted under capacity.
-
-        A message's score (channels-redis's send time) is moved PRIORITY_STEP seconds earlier
-        per point of its priority, so that ZPOPMIN hands out higher priorities first, and
-        among equals the oldest first. Each send purges the messages scored more than ``expiry``
-        plus PRIORITY_SHIFT seconds ago: every message is kept ``expiry`` seconds at least, one
-        of low priority up to 10 hours more.
-        """
+        """Send ``messages`` to ``channel`` in one round trip; returns how many fitted under capacity
+        (see :func:`send_args` for their order)."""
         assert "!" not in channel, "send_many serves normal channels only"
         connection = self.connection(next(self._send_index_generator))
-        now = time.time()
-        priorities = priorities or [0] * len(messages)
-        # Scores also rise by a microsecond per doorbell so that ZPOPMIN hands them out in order.
-        # A priority outside the range (a row edited by hand) counts as the nearest end of it.
-        pairs = [value for i, (message, priority) in enumerate(zip(messages, priorities, strict=True))
-                 for value in (now + i * 1e-6 - min(max(priority, MIN_PRIORITY), MAX_PRIORITY) * PRIORITY_STEP,
-                               self.serialize(message))]
-        horizon = int(now) - int(self.expiry) - PRIORITY_SHIFT
-        sent = await connection.eval(_SEND_MANY, 1, self.prefix + channel, horizon,
-                                     self.get_capacity(channel), int(self.expiry), *pairs)
-        if sent < len(messages):
-            logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "
-                           "in the database instead.", channel, len(messages) - sent)
-        return int(sent)
+        sent = await connection.eval(SEND_MANY, 1, self.prefix + channel,
+                                     *send_args(self, channel, messages, priorities, Limits.of(self)))
+        return sent_count(channel, len(messages), sent)
+
+
+class Limits(NamedTuple):
+    """How long a channel keeps an unread message, and how many it holds."""
+
+    expiry: float
+    capacity: int
+
+    @classmethod
+    def of(cls, layer: _ChannelsRedisLayer, channel: str | None = None) -> Limits:
+        """The layer's own limits (of ``channel``, when it has its own capacity)."""
+        return cls(layer.expiry, layer.get_capacity(channel) if channel else layer.capacity)
+
+
+def send_args(layer: _ChannelsRedisLayer, channel: str, messages: list[dict[str, Any]],
+              priorities: list[int] | None, limits: Limits) -> list[Any]:
+    """The arguments of :data:`SEND_MANY` after its key.
+
+    A message's score (channels-redis's send time) is moved PRIORITY_STEP seconds earlier per
+    point of its priority, so that ZPOPMIN hands out higher priorities first, and among equals
+    the oldest first. Each send purges the messages scored more than ``expiry`` plus
+    PRIORITY_SHIFT seconds ago: every message is kept ``expiry`` seconds at least, one of low
+    priority up to 10 hours more.
+    """
+    now = time.time()
+    priorities = priorities or [0] * len(messages)
+    # Scores also rise by a microsecond per message so that ZPOPMIN hands them out in order.
+    # A priority outside the range (a row edited by hand) counts as the nearest end of it.
+    pairs = [value for i, (message, priority) in enumerate(zip(messages, priorities, strict=True))
+             for value in (now + i * 1e-6 - min(max(priority, MIN_PRIORITY), MAX_PRIORITY) * PRIORITY_STEP,
+                           layer.serialize(message))]
+    horizon = int(now) - int(limits.expiry) - PRIORITY_SHIFT
+    return [horizon, limits.capacity, int(limits.expiry), *pairs]
+
+
+def sent_count(channel: str, wanted: int, sent: Any) -> int:
+    """What :data:`SEND_MANY` returned, as a count; a full channel is logged."""
+    if int(sent) < wanted:
+        logger.warning("Channel %s is full: %d doorbell(s) not sent; workers will find those tasks "
+                       "in the database instead.", channel, wanted - int(sent))
+    return int(sent)
+
+
+def decode(layer: _ChannelsRedisLayer, key: Any, members: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The members of a channel's sorted set that are messages, deserialised; the others logged
+    (briefly) and dropped."""
+    messages = []
+    for member in members:
+        try:
+            message = layer.deserialize(member)
+        except Exception as error:  # msgpack's, or a decryption's: the bytes are not a message
+            problem = f"{type(error).__name__}: {excerpt(str(error), 100)}"
+        else:
+            if isinstance(message, dict):
+                messages.append(message)
+                continue
+            problem = f"a {type(message).__name__}, not a dict"
+        logger.error("Dropped a member of %s that is not a message (%s): %s", excerpt(key, 100), problem,
+                     excerpt(member, 100))
+    return messages
 
 
 def get_layer() -> BaseChannelLayer:

@@ -17,10 +17,11 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from django.db import close_old_connections, connection, connections
+from django.db import connection, connections
 from django.utils import timezone
 
 from ..conf import settings
+from ..engine import database
 from ..layers import get_layer, redis_client
 from . import firing, sweeper
 from .lease import Lease
@@ -60,8 +61,7 @@ class Scheduler:
                         wait = self.tick()
                 except Exception:
                     logger.exception("Scheduler tick failed; trying again shortly.")
-                    if not connection.in_atomic_block:
-                        close_old_connections()
+                    database.tidy()
                 self.clock.wait(self._stopping, wait)
         finally:
             self.lease.release()

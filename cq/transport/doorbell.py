@@ -1,9 +1,11 @@
 """Ringing and hearing doorbells: "task <id> is ready".
 
-Every channel-layer call of a process runs on one long-lived event loop in a
-daemon thread. channels-redis keeps its connection pool per event loop, so
-``async_to_sync(layer.send)`` would open a new Redis connection per call
-(about 3 ms); a shared loop keeps one pool for the life of the process.
+On a channels-redis layer (cq's own or channels-redis's), doorbells go to Redis and back from
+the caller's thread (``cq.transport.direct``). Any other layer is reached through its async
+API, on one long-lived event loop in a daemon thread of the process: channels-redis keeps its
+connection pool per event loop, so ``async_to_sync(layer.send)`` would open a new Redis
+connection per call (about 3 ms), and a shared loop keeps one for the life of the process.
+Events (``cq.transport.events``) use that loop too.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
+from django.conf import settings as django_settings
 from django.db import transaction
 
 from ..conf import settings
 from ..layers import get_layer
 from ..validation import excerpt
+from . import direct
+from .direct import SEND_TIMEOUT
 
 logger = logging.getLogger("cq.doorbell")  # its name before cq's subpackages: LOGGING settings use it
 
 T = TypeVar("T")
 MESSAGE_TYPE = "cq.task"
 DEFAULT_QUEUE = "default"
-#: How long a caller waits for Redis before giving up on a doorbell.
-SEND_TIMEOUT = 5.0
 
 
 class _LoopThread:
@@ -83,8 +86,13 @@ def ring(task_ids: Iterable[Any], queue: str = DEFAULT_QUEUE, priorities: Iterab
     messages = [{"type": MESSAGE_TYPE, "id": str(task_id)} for task_id in task_ids]
     if not messages:
         return
+    priorities = list(priorities or [0] * len(messages))
     try:
-        run(_send(channel(queue), messages, list(priorities or [0] * len(messages))), SEND_TIMEOUT)
+        way = _direct()
+        if way is not None:
+            way.send_many(channel(queue), messages, priorities)
+        else:
+            run(_send(channel(queue), messages, priorities), SEND_TIMEOUT)
     except Exception as error:
         logger.warning("Could not ring the doorbell of %d task(s) (%s: %s); they stay QUEUED and a "
                        "worker will pick them up from the database.", len(messages), type(error).__name__, error)
@@ -102,6 +110,12 @@ def ring_on_commit(tasks: Iterable[tuple[Any, str, int]]) -> None:
         transaction.on_commit(functools.partial(ring, ids, queue, priorities))
 
 
+def _direct() -> direct.Direct | None:
+    """The direct way to the doorbell layer, if it keeps its messages in Redis."""
+    alias = getattr(django_settings, "CHANNEL_LAYERS", {}).get(settings.CHANNEL_LAYER, {})
+    return direct.of(get_layer(), alias.get("CONFIG"))
+
+
 async def _send(name: str, messages: list[dict[str, str]], priorities: list[int]) -> None:
     layer = get_layer()
     if hasattr(layer, "send_many"):
@@ -115,9 +129,15 @@ def listen(queues: Iterable[str], count: int, timeout: float) -> list[str]:
     """Wait up to ``timeout`` seconds for doorbells of ``queues``; return up to ``count`` task ids.
 
     A message that names no task is logged (an excerpt) and skipped. Raises whatever the channel
-    layer raises (Redis down, for one): the worker backs off.
+    layer raises (Redis down, for one): the worker backs off. On Redis, a wait longer than
+    ``direct.LONGEST_WAIT`` ends empty-handed after it.
     """
-    messages = run(_receive([channel(q) for q in queues], count, timeout), timeout + SEND_TIMEOUT)
+    channels = [channel(q) for q in queues]
+    way = _direct()
+    if way is not None:
+        messages = way.receive_many(channels, count, timeout)
+    else:
+        messages = run(_receive(channels, count, timeout), timeout + SEND_TIMEOUT)
     ids = []
     for message in messages:
         try:

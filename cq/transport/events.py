@@ -10,7 +10,9 @@ while the task runs. Events go to:
   (``cq.task.<id>``), its tree's (``cq.tree.<top-level id>``) and ``cq.all``;
   the message's ``type`` is ``cq.event``, so a consumer handles it in
   ``cq_event()``. Sends go through the process's doorbell loop and nobody
-  waits for them: a worker never slows down for a browser.
+  waits for them: a worker never slows down for a browser. On a channels-redis
+  layer, only the groups that have a member are sent to: one round trip finds
+  them, where a group send costs two even to an empty group.
 - every callable named in ``CQ_NOTIFIERS``, called ``notify(task_id, event)``
   in the process that made the change; an error is logged, never raised.
 
@@ -36,7 +38,7 @@ from django.utils.module_loading import import_string
 from .. import signals
 from ..conf import settings
 from ..statuses import DONE
-from . import doorbell
+from . import direct, doorbell
 
 logger = logging.getLogger("cq.events")  # its name before cq's subpackages: LOGGING settings use it
 
@@ -99,17 +101,27 @@ def publish(events: list[dict[str, Any]]) -> None:
                 notify(event["task"], event)
             except Exception:
                 logger.exception("Notifier %r failed on an event of task %s.", notify, event["task"])
-    if settings.EVENTS_LAYER in getattr(django_settings, "CHANNEL_LAYERS", {}):
-        doorbell.start(_send(events)).add_done_callback(_log_failure)
-
-
-async def _send(events: list[dict[str, Any]]) -> None:
+    if settings.EVENTS_LAYER not in getattr(django_settings, "CHANNEL_LAYERS", {}):
+        return
     layer = get_channel_layer(settings.EVENTS_LAYER)
+    sends = [(group, {"type": "cq.event", **event}) for event in events
+             for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL)]
+    way = direct.of(layer)
+    if way is not None:  # on Redis: only to the groups somebody is in (one round trip to learn which)
+        try:
+            listened = way.groups_with_members(group for group, _message in sends)
+        except Exception as error:
+            logger.warning("Could not send task events: %s: %s", type(error).__name__, error)
+            return
+        sends = [(group, message) for group, message in sends if group in listened]
+    if sends:
+        doorbell.start(_send(layer, sends)).add_done_callback(_log_failure)
+
+
+async def _send(layer: Any, sends: list[tuple[str, dict[str, Any]]]) -> None:
     async with _in_order():  # sends started one after another finish in that order
-        for event in events:
-            message = {"type": "cq.event", **event}
-            for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL):
-                await layer.group_send(group, message)
+        for group, message in sends:
+            await layer.group_send(group, message)
 
 
 _locks: dict[Any, asyncio.Lock] = {}

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.db.models.functions import Now
 
 from ..conf import settings
+from ..engine import database
 from ..models import Worker
 
 logger = logging.getLogger("cq.heartbeat")  # its name before cq's subpackages: LOGGING settings use it
@@ -97,4 +98,4 @@ class Heartbeat:
                 beat(worker)
             except Exception:
                 logger.exception("Could not record the heartbeat of worker %s.", worker.name)
-                close_old_connections()
+                database.tidy()

@@ -35,9 +35,8 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from django.db import close_old_connections
-
 from ..conf import settings
+from ..engine import database
 from ..engine.transitions import outcomes, queueing
 from ..exceptions import CQError, TaskLost, TimeLimitExceeded
 from ..models import Worker as WorkerRow
@@ -109,6 +108,7 @@ class Supervisor:
         self._kill_now = False
         self._respawn_delay = 0.0
         self._respawn_at = 0.0
+        self._next_look = 0.0
         self.heartbeat = Heartbeat(lambda: [c.incarnation() for c in list(self.children) if c.process.is_alive()])
 
     def run(self) -> None:
@@ -128,7 +128,9 @@ class Supervisor:
                         child.kill()
                 self._read(TICK)
                 self._enforce_time_limits()
-                self._guarded(self._terminate_revoked)
+                if time.monotonic() >= self._next_look:  # not on every message: a child sends two a task
+                    self._next_look = time.monotonic() + TICK
+                    self._guarded(self._terminate_revoked)
                 self._reap()
         finally:
             for child in self.children:
@@ -226,7 +228,6 @@ class Supervisor:
         for child in list(self._exited):
             if self._guarded(self._record_exit, child):
                 self._exited.remove(child)
-        close_old_connections()
 
     def _record_exit(self, child: _Child) -> None:
         """Settle what the child left RUNNING: a task it started ends LOST (FAILURE when killed at
@@ -250,7 +251,7 @@ class Supervisor:
             action(*args)
         except Exception:
             logger.exception("Supervisor %d: %s failed; carrying on.", os.getpid(), action.__name__)
-            close_old_connections()
+            database.tidy()
             return False
         return True
 

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from django.db import close_old_connections, connection, connections
+from django.db import connection, connections
 
 from ..conf import settings
-from ..engine import execution, metadata
+from ..engine import database, execution, metadata
 from ..engine.transitions import claims, outcomes, queueing
 from ..models import get_task_model
 from ..transport import doorbell
@@ -152,7 +152,7 @@ class Worker:
         except Exception:
             logger.exception("Worker %s could not take work; trying again shortly.", self.name)
             self._unsettled = True
-            _tidy_connections()
+            database.tidy()
             self._stopping.wait(min(wait, 1.0))
         return heard, ran
 
@@ -224,7 +224,7 @@ class Worker:
             self.stop()
 
     def _run(self, task: Task) -> None:
-        _tidy_connections()
+        database.tidy()
         self._tell(self.hooks.task_started, task)
         self.current = task
         began = time.monotonic()
@@ -239,7 +239,7 @@ class Worker:
         finally:
             self.current = None
             self.processed += 1
-            _tidy_connections()
+            database.tidy()
         # Take several doorbells at once only while tasks are quick: a slow task must not
         # hold back others that another worker could run.
         self._batch = BATCH if time.monotonic() - began < QUICK else 1
@@ -248,7 +248,7 @@ class Worker:
         """Run atomic tasks one after another in one transaction (see execution.Batch), until
         they are done, the worker stops, or the transaction has been open BATCH_SECONDS; they
         are reported finished once it commits. Returns how many ran."""
-        _tidy_connections()
+        database.tidy()
         ran: list[Task] = []
         began = time.monotonic()
         running = execution.Batch()
@@ -275,12 +275,12 @@ class Worker:
         finally:
             self.current = None
             self.processed += len(ran)
-            _tidy_connections()
+            database.tidy()
         self._batch = BATCH if time.monotonic() - began < QUICK * len(ran) else 1
         return len(ran)
 
     def _record_again(self, running: execution.Batch, ran: list[Task], error: BaseException) -> None:
-        _tidy_connections()
+        database.tidy()
         try:
             running.record_again(error)
         except Exception:
@@ -303,12 +303,3 @@ class Worker:
 
         for signum in signals:
             signal.signal(signum, handle)
-
-
-def _tidy_connections() -> None:
-    """Drop broken or expired database connections, as Django does around a request.
-
-    Not inside an atomic block: a test case's transaction must survive (cq.testing).
-    """
-    if not connection.in_atomic_block:
-        close_old_connections()
