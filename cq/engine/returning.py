@@ -16,6 +16,8 @@ from django.db.models import Case, Field, Model, QuerySet, Value, When
 from django.db.models.functions import Cast
 from django.db.models.sql import UpdateQuery
 
+from . import statements
+
 M = TypeVar("M", bound=Model)
 
 _VENDORS = frozenset({"postgresql", "sqlite"})
@@ -66,7 +68,7 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
     params = [_field(model, name).get_db_prep_save(value, connection) for name, value in values.items()]
     params.append(meta.pk.get_db_prep_value(pk, connection))
     params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items())
-    with connection.cursor() as cursor:
+    with statements.cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else tuple(row)

@@ -20,7 +20,7 @@ from django.db.models.functions import Now
 
 from ...models import TaskStatus, get_task_model
 from ...transport import events
-from .. import clock, limits
+from .. import clock, limits, statements
 from ..returning import update_returning
 from . import queueing
 
@@ -115,7 +115,7 @@ def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
             f"{column['worker']} = %s, {column['attempt']} = {column['attempt']} + 1 "
             f"WHERE {column['id']} IN (SELECT {column['id']} FROM {table} WHERE {_WANTED[wanted].format(**column)} "
             f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(column[field.name] for field in meta.concrete_fields)}")
-    return list(Task.objects.db_manager(connection.alias).raw(sql, [TaskStatus.RUNNING, worker, *params]))
+    return statements.fetch(Task, connection, sql, [TaskStatus.RUNNING, worker, *params])
 
 
 def _admitted(claimed: list[Task], worker: str) -> list[Task]:

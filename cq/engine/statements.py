@@ -1,0 +1,120 @@
+"""The statements on every task's way, written once per shape and prepared by PostgreSQL.
+
+Django compiles a query's SQL again on every call, and its psycopg cursors bind parameters on
+the client, so PostgreSQL parses and plans every statement anew. The statements each task
+passes through (the insert of ``.delay()``, the claim, the outcome) are built once per shape by
+their owners, and run through :func:`cursor`: on PostgreSQL with psycopg 3 a cursor that binds
+on the server, which lets psycopg prepare a statement once it has run a few times (its
+``prepare_threshold``; set ``"prepare_threshold": None`` in the database's ``OPTIONS`` behind
+PgBouncer in transaction mode). It is still Django's cursor wrapper: ``execute_wrapper`` hooks,
+the query log and the debug toolbar see every statement.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.db.backends.utils import CursorWrapper
+from django.db.models import NOT_PROVIDED, Model, signals
+
+M = TypeVar("M", bound=Model)
+
+
+def cursor(connection: Any) -> CursorWrapper:
+    """A cursor of ``connection`` that binds parameters on the server where it can: not while
+    Django logs queries (``DEBUG``, a test capturing them), whose log then shows each statement
+    with its values, as usual."""
+    if (connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg"
+            or connection.queries_logged):
+        return connection.cursor()
+    # app loading: Django's PostgreSQL backend, only once a PostgreSQL connection exists.
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    raw = connection.connection
+    factory = raw.cursor_factory
+    raw.cursor_factory = ServerBindingCursor
+    try:
+        return connection.cursor()
+    finally:
+        raw.cursor_factory = factory
+
+
+_inserts: dict[tuple[Any, ...], str] = {}
+
+
+def insert(row: Model, connection: Any) -> None:
+    """``INSERT`` a new row with the columns that hold a value: a column left NULL is left out,
+    so that one statement per shape serves every call. The model's ``pre_save`` of each field
+    runs, as in ``save()``; nothing else of ``save()`` does (the caller knows the model has no
+    ``save()`` or signal receivers of its own: see :func:`plain`)."""
+    meta = row._meta
+    present = []
+    params = []
+    for field in meta.concrete_fields:
+        value = field.pre_save(row, True)
+        if value is None and field.null:
+            continue
+        present.append(field)
+        params.append(field.get_db_prep_save(value, connection))
+    key = (connection.alias, type(row), tuple(field.attname for field in present))
+    sql = _inserts.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sql = _inserts[key] = (f"INSERT INTO {quote(meta.db_table)} "
+                               f"({', '.join(quote(str(field.column)) for field in present)}) "
+                               f"VALUES ({', '.join(['%s'] * len(present))})")
+    with cursor(connection) as c:
+        c.execute(sql, params)
+    row._state.adding, row._state.db = False, connection.alias
+
+
+def plain(model: type[Model]) -> bool:
+    """Whether :func:`insert` writes a row of ``model`` as ``save()`` would: the model has no
+    ``save()`` of its own, nobody receives its ``pre_save`` or ``post_save`` signals, and no
+    field has a database default (a NULL left out would take it)."""
+    fields = model._meta.concrete_fields
+    return (model.save is Model.save and not signals.pre_save.has_listeners(model)
+            and not signals.post_save.has_listeners(model)
+            and all(getattr(field, "db_default", NOT_PROVIDED) is NOT_PROVIDED for field in fields))
+
+
+def fetch(model: type[M], connection: Any, sql: str, params: list[Any]) -> list[M]:
+    """Run ``sql``, whose rows hold every concrete field of ``model`` in order (a ``RETURNING``
+    of them all), and return them as instances, their values converted as the ORM would."""
+    with cursor(connection) as c:
+        c.execute(sql, params)
+        rows = c.fetchall()
+    if not rows:
+        return []
+    names, converters = _loading(model, connection)
+    instances = []
+    for row in rows:
+        values = list(row)
+        for index, expression, functions in converters:
+            value = values[index]
+            for function in functions:
+                value = function(value, expression, connection)
+            values[index] = value
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
+
+
+_loaders: dict[tuple[Any, ...], tuple[list[str], list[tuple[int, Any, list[Any]]]]] = {}
+
+
+def _loading(model: type[Model], connection: Any) -> tuple[list[str], list[tuple[int, Any, list[Any]]]]:
+    """The attribute names of ``model``'s concrete fields, and the converters of those that have
+    any (the backend's, then the field's ``from_db_value``), with the column they read."""
+    key = (connection.alias, model)
+    found = _loaders.get(key)
+    if found is None:
+        fields = model._meta.concrete_fields
+        converters = []
+        for index, field in enumerate(fields):
+            column = field.get_col(model._meta.db_table)
+            functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+            if functions:
+                converters.append((index, column, functions))
+        found = _loaders[key] = ([field.attname for field in fields], converters)
+    return found
