@@ -34,7 +34,7 @@ from .. import registry
 from ..conf import settings
 from ..exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
 from ..models import get_task_model
-from . import current
+from . import current, database
 from .inline import InlineTask
 from .transitions import outcomes, settling
 
@@ -94,17 +94,34 @@ def _run_plain(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
         record(task, _failure(task, fn, error))
         _reraise_interrupt(error)
         return
-    record(task, functools.partial(outcomes.succeed, task, value))
+    if not (outcomes.alone(task, value) and _succeeded_alone(task, value)):
+        record(task, functools.partial(outcomes.succeed, task, value))
+
+
+def _succeeded_alone(task: Task, value: Any) -> bool:
+    """Record the success of a lone run in one statement (``outcomes.succeed_alone``); ``False``
+    when it was not written that way, for whatever reason: the caller then records it as usual."""
+    try:
+        return outcomes.succeed_alone(task, value)
+    except DatabaseError:  # one statement: nothing was written, unless its reply alone was lost
+        database.tidy()
+        return False
 
 
 def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
     touched = _Touched()
     value: Any = None
+    alone = False
     try:
         with transaction.atomic():
             with touched.watching():
                 value = _call(task, fn)
-            _succeed(task, value)
+            # A run that made no query has nothing to commit with its outcome.
+            alone = not touched.queried and outcomes.alone(task, value)
+            if not alone:
+                _succeed(task, value)
+        if alone and not _succeeded_alone(task, value):
+            record(task, functools.partial(outcomes.succeed, task, value))
     except _Failed as failed:
         record(task, _failure(task, fn, failed.error))
         _reraise_interrupt(failed.error)

@@ -43,10 +43,11 @@ def update_returning(queryset: QuerySet[M], values: dict[str, Any], fields: Iter
 
 def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str, Any],
                fields: list[str], using: Any = "default") -> tuple[Any, ...] | None:
-    """``UPDATE`` one row, by primary key and only while ``guard`` holds; return ``fields``
-    of the row as it now is (as database values: foreign keys as ids), or ``None`` if no row
-    matched. The statement is built once per shape: it is on every task's path. ``using`` is
-    a database alias, or a connection of one's own (PostgreSQL and SQLite only)."""
+    """``UPDATE`` one row, by primary key and only while ``guard`` holds (a ``None`` in it is
+    ``IS NULL``); return ``fields`` of the row as it now is (as database values: foreign keys
+    as ids), or ``None`` if no row matched. The statement is built once per shape: it is on
+    every task's path. ``using`` is a database alias, or a connection of one's own (PostgreSQL
+    and SQLite only)."""
     connection = connections[using] if isinstance(using, str) else using
     using = connection.alias
     if connection.vendor not in _VENDORS:
@@ -55,19 +56,21 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
             return None
         return model._default_manager.using(using).filter(pk=pk).values_list(*fields).get()
     meta = model._meta
-    columns = tuple(values), tuple(guard), tuple(fields)
-    sql = _statements.get((using, columns))
+    columns = tuple(values), tuple((name, value is None) for name, value in guard.items()), tuple(fields)
+    sql = _statements.get((using, model, columns))
     if sql is None:
         quote = connection.ops.quote_name
         assignments = ", ".join(f"{quote(_column(model, name))} = %s" for name in values)
-        conditions = " AND ".join([f"{quote(str(meta.pk.column))} = %s",
-                                   *(f"{quote(_column(model, name))} = %s" for name in guard)])
+        conditions = " AND ".join([f"{quote(str(meta.pk.column))} = %s", *(
+            f"{quote(_column(model, name))} {'IS NULL' if value is None else '= %s'}"
+            for name, value in guard.items())])
         returning = ", ".join(quote(_column(model, name)) for name in fields)
-        sql = _statements[(using, columns)] = (
+        sql = _statements[(using, model, columns)] = (
             f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions} RETURNING {returning}")
     params = [_field(model, name).get_db_prep_save(value, connection) for name, value in values.items()]
     params.append(meta.pk.get_db_prep_value(pk, connection))
-    params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items())
+    params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items()
+                  if value is not None)
     with statements.cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -19,8 +19,11 @@ connection to the real server. A test points worker processes at ``proxy.port`` 
 
 The client→server stream is parsed by the wire protocol's framing (the startup packet has no
 type byte, every later message has a type byte and a 4-byte length), so a predicate always sees
-whole statements: the text of a simple Query ('Q') or of a Parse ('P'); psycopg's client-side
-cursors, which Django uses, send values inside that text. The server→client stream is framed
+whole statements: the text of a simple Query ('Q'), or of a Parse ('P') with the values of each
+Bind ('B') written in place of its ``$n`` placeholders (a text value quoted, a binary one of 16
+bytes as a UUID, of 2, 4 or 8 bytes as an integer, any other as hex), so that a predicate reads
+the same text whether the client bound its values on the server (cq's statements on every
+task's way, prepared after a few runs) or on the client (Django's other queries). The server→client stream is framed
 the same way, to find the end of each reply (ReadyForQuery, 'Z', which also tells whether the
 session is inside a transaction). The proxy answers SSL and GSSAPI encryption requests itself
 with "no", so the traffic stays readable whatever the client's ``sslmode``.
@@ -31,10 +34,12 @@ Only the standard library; nothing here is cq's.
 from __future__ import annotations
 
 import collections
+import re
 import socket
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -259,8 +264,7 @@ class _Link:
         self.texts: dict[int, str] = {}  # the last statement of each request not yet answered
         self.watches: dict[int, _Watch] = {}  # by the number of the request whose reply decides
         self.commit_watch: _Watch | None = None  # at_commit: cut when the transaction ends
-        self.statements: dict[bytes, str] = {}  # named prepared statements
-        self.parsed: set[bytes] = set()  # names parsed since the last Sync
+        self.statements: dict[bytes, str] = {}  # parsed statements, by name (b"": the unnamed one)
 
     def start(self) -> None:
         for target, name in ((self._upstream, "up"), (self._downstream, "down")):
@@ -335,18 +339,13 @@ class _Link:
             self.requests += 1
         elif kind == b"P":
             name, _, rest = body.partition(b"\0")
-            sql = _cstring(rest)
-            if name:
-                self.statements[name] = sql
-            self.parsed.add(name)
-            self._statement(sql, self.requests)
+            self.statements[name] = _cstring(rest)  # the unnamed statement (b"") too, until the next Parse
         elif kind == b"B":
-            statement = body.split(b"\0", 2)[1]
-            if statement and statement not in self.parsed and statement in self.statements:
-                self._statement(self.statements[statement], self.requests)  # a prepared statement run again
+            _portal, statement, values = body.split(b"\0", 2)
+            if statement in self.statements:  # each run of a statement, prepared or not, is bound
+                self._statement(_bound(self.statements[statement], values), self.requests)
         elif kind == b"S":
             self.requests += 1
-            self.parsed.clear()
 
     def _statement(self, sql: str, request: int) -> None:
         proxy = self.proxy
@@ -424,6 +423,34 @@ class _Link:
                     watch.rule.fired += 1
                     return Cut(sql, watch.sql, text)
         return None
+
+
+def _bound(sql: str, data: bytes) -> str:
+    """``sql`` with the values of a Bind message's body (after its two names) in place of ``$n``."""
+    (count,) = struct.unpack_from("!h", data, 0)
+    formats = struct.unpack_from(f"!{count}h", data, 2)
+    offset = 2 + 2 * count
+    (params,) = struct.unpack_from("!h", data, offset)
+    offset += 2
+    values = []
+    for i in range(params):
+        (size,) = struct.unpack_from("!i", data, offset)
+        offset += 4
+        if size < 0:
+            values.append("NULL")
+            continue
+        raw = data[offset:offset + size]
+        offset += size
+        binary = (formats[i] if count > 1 else formats[0] if count else 0) == 1
+        if not binary:
+            values.append("'" + raw.decode("utf-8", "replace").replace("'", "''") + "'")
+        elif size == 16:
+            values.append(f"'{uuid.UUID(bytes=raw)}'")
+        elif size in (2, 4, 8):
+            values.append(str(int.from_bytes(raw, "big", signed=True)))
+        else:
+            values.append("'\\x" + raw.hex() + "'")
+    return re.sub(r"\$(\d+)", lambda m: values[int(m[1]) - 1] if int(m[1]) <= len(values) else m[0], sql)
 
 
 def _cstring(data: bytes) -> str:

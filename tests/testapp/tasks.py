@@ -538,3 +538,33 @@ def raises_base_exception(cqt, kind):
     if kind == "KeyboardInterrupt":
         raise KeyboardInterrupt("raised by the task")
     raise Abort("raised by the task")
+
+
+@task(atomic=False)
+def chains_after_itself(cqt, key):
+    """Chains a task after its own row while it runs: its claimed row said it had none."""
+    cqt.chain(counts_run, (key,))
+    return "first"
+
+
+@task
+def adopted_while_running(cqt, path):
+    """Waits (making no query) until the file at ``path`` exists: meanwhile a test makes it a subtask."""
+    import os
+    import time
+
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "adopted"
+
+
+@task
+def returns_task(cqt, task_id):
+    """Returns a task it did not create (adopting it): its result becomes this one's."""
+    return Task.objects.get(pk=task_id)
+
+
+@task(atomic=False)
+def plain_noop(cqt):
+    return None

@@ -192,3 +192,48 @@ def test_result_expiry_follows_result_ttl(drain):
     drain()
     task.wait()
     assert (task.result_expiry - task.finished).total_seconds() == 60
+
+
+def test_a_task_chained_after_a_lone_run_while_it_runs_is_launched(drain):
+    # Its claimed row had no chained task, so its success is first tried as one lone UPDATE;
+    # the row says otherwise by then, and the outcome is recorded the usual way.
+    first = tasks.chains_after_itself.delay("chained")
+    drain()
+    assert first.wait().status == Task.STATUS_SUCCESS
+    following = Task.objects.get(previous=first.pk)
+    assert following.wait().status == Task.STATUS_SUCCESS
+    assert Record.objects.filter(key="chained").count() == 1
+
+
+@pytest.mark.postgres  # on SQLite (BEGIN IMMEDIATE) the running atomic task holds the write lock
+def test_a_lone_run_adopted_while_it_runs_settles_its_new_parent(worker, tmp_path):
+    import threading
+    import time
+
+    from django.db import connections
+
+    from cq.workers.worker import Worker
+
+    def run_child():
+        try:
+            worker.run_once(5)
+        finally:
+            connections.close_all()
+
+    go = tmp_path / "go"
+    child = tasks.adopted_while_running.delay(str(go))
+    thread = threading.Thread(target=run_child)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while Task.objects.get(pk=child.pk).status != Task.STATUS_RUNNING:
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.01)
+    parent = tasks.returns_task.delay(str(child.pk))
+    assert Worker(queued_grace=3600, name="other-worker").run_once(5) == 1
+    assert Task.objects.get(pk=parent.pk).status == Task.STATUS_WAITING
+    go.touch()
+    thread.join(10)
+    assert child.wait().status == Task.STATUS_SUCCESS
+    assert child.parent_id == parent.pk
+    parent.wait()
+    assert (parent.status, parent.result) == (Task.STATUS_SUCCESS, "adopted")

@@ -175,3 +175,22 @@ def test_the_dashboards_chart_and_queues_read_no_whole_table(worker):
         assert [row["depth"] for row in queue_depths(timezone.now())] == [1]
     scans = full_scans(captured)
     assert scans == [], "\n\n".join(scans)
+
+
+def test_a_lone_task_that_makes_no_query_needs_no_transaction(worker):
+    # Its claim and its outcome are one statement each, in autocommit: none runs between a BEGIN
+    # and a COMMIT (an atomic task's empty block costs no round trip), for an atomic task and a
+    # plain one alike.
+    for func in (tasks.noop, tasks.plain_noop):
+        task = func.delay()
+        with CaptureQueriesContext(connection) as captured:
+            assert worker.run_once(0) == 1
+        assert task.wait().status == Task.STATUS_SUCCESS
+        assert statements(captured) == {"writes": 2, "reads": 0}, captured.captured_queries
+        opened, inside = False, []
+        for query in captured.captured_queries:
+            if query["sql"] in ("BEGIN", "COMMIT", "ROLLBACK"):
+                opened = query["sql"] == "BEGIN"
+            elif opened:
+                inside.append(query["sql"])
+        assert inside == [], captured.captured_queries

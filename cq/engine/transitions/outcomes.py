@@ -74,6 +74,23 @@ def succeed(task: Task, value: Any) -> None:
     settling.settle(task.pk)
 
 
+def alone(task: Task, value: Any) -> bool:
+    """Whether ``task``'s success leaves nothing to follow, as far as this process knows: it
+    returned a plain value, created no subtask, and had no parent and no chained task when it
+    was claimed. Its outcome may then be written by :func:`succeed_alone`."""
+    return not (isinstance(value, Task) or current.spawned() or task.parent_id is not None or task.has_next)
+
+
+def succeed_alone(task: Task, value: Any) -> bool:
+    """Record SUCCESS for a run that is :func:`alone`, in one statement, with no transaction of
+    its own: there is nothing to write with it. Returns ``False``, having written nothing, when
+    the row says otherwise (a task adopted it, or was chained after it, while it ran) or the run
+    is stale: the caller then records it with :func:`succeed`, which tells these apart."""
+    now = clock.now()
+    return _write(task, alone=True, status=TaskStatus.SUCCESS, result=value, error=None, finished=now,
+                  result_expiry=settling.result_expiry(task, now))
+
+
 def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
     """Record that ``task``'s run failed with ``error``: RETRY after a backoff, or ``status``."""
     fields: dict[str, Any] = {"error": validation.storable_text(str(error)),
@@ -172,9 +189,10 @@ def _end(task: Task, status: TaskStatus, *, cause: BaseException | None = None, 
     settling.follow(task, status, cause)
 
 
-def _write(task: Task, *, minimal: bool = False, **values: Any) -> None:
+def _write(task: Task, *, minimal: bool = False, alone: bool = False, **values: Any) -> bool:
     """Write the run's outcome, with its logs, errbacks, fields and progress (not when
-    ``minimal``), if the row is still RUNNING under the run's attempt.
+    ``minimal``), if the row is still RUNNING under the run's attempt (and, when ``alone``, has
+    no parent and no chained task: else it returns ``False``; a stale run raises :class:`Stale`).
 
     It reads back ``parent`` and ``has_next`` as they are now: another task may have adopted
     this one (returned it) or chained a task after it while it ran.
@@ -182,9 +200,13 @@ def _write(task: Task, *, minimal: bool = False, **values: Any) -> None:
     if not minimal:
         values.update(log_records=task.log_records, errbacks=task.errbacks, fields=task.fields,
                       progress=task.__dict__.get("progress"))
-    running = {"status": TaskStatus.RUNNING, "attempt": task.attempt}
+    running: dict[str, Any] = {"status": TaskStatus.RUNNING, "attempt": task.attempt}
+    if alone:
+        running.update(parent=None, has_next=False)
     written = update_row(Task, task.pk, running, values, ["parent", "has_next"])
     if written is None:
+        if alone:
+            return False
         raise Stale(f"Task {task.pk} is no longer running as attempt {task.attempt}.")
     for name, value in values.items():
         setattr(task, name, value)
@@ -194,6 +216,7 @@ def _write(task: Task, *, minimal: bool = False, **values: Any) -> None:
     events.status([task])
     # It no longer runs: a task of its key waiting for a free slot may start.
     limits.wake_on_commit([task.concurrency_key])
+    return True
 
 
 def _adopt(task: Task, child: Task) -> None:
