@@ -302,11 +302,20 @@ class Batch:
 
 @contextmanager
 def batch() -> Iterator[Batch]:
-    """A transaction for a :class:`Batch`; the deferred outcomes are written as it ends."""
+    """A transaction for a :class:`Batch`; the deferred outcomes are written as it ends. When each
+    deferred run is alone (``outcomes.alone``), nothing needs to commit with them: they are
+    written after it, in one statement of their own (a batch of no-ops then needs no
+    transaction at all), and any the statement leaves alone are recorded one by one."""
     running = Batch()
+    alone = False
     with transaction.atomic(), settling.settling_at_end():
         yield running
-        outcomes.succeed_many(running.deferred)
+        alone = all(outcomes.alone(task, value) for task, value in running.deferred)
+        if not alone:
+            outcomes.succeed_many(running.deferred)
+    if alone:
+        for task, value in outcomes.succeed_many(running.deferred, alone=True):
+            record(task, functools.partial(outcomes.succeed, task, value))
 
 
 def _metadata(task: Task) -> tuple[int, ...]:

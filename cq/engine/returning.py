@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
 from django.db import connections
-from django.db.models import Case, Field, Model, QuerySet, Value, When
-from django.db.models.functions import Cast
+from django.db.models import Field, Model, QuerySet
 from django.db.models.sql import UpdateQuery
 
 from . import statements
@@ -87,16 +86,3 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 def _column(model: type[Model], name: str) -> str:
     return str(_field(model, name).column)
-
-
-def by_pk(values: dict[Any, Any], field: Any, using: str = "default") -> Any:
-    """An update's value of ``field``: ``values[pk]`` for each row, as one value when they are all
-    the same, or as a CASE on the primary key."""
-    first = next(iter(values.values()))
-    if all(repr(value) == repr(first) for value in values.values()):
-        return first
-    cases = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in values.items() if value is not None]
-    expression = Case(*cases, default=None, output_field=field)
-    if connections[using].features.requires_casted_case_in_updates:
-        return Cast(expression, output_field=field)
-    return expression

@@ -12,6 +12,7 @@ the query log and the debug toolbar see every statement.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db.backends.utils import CursorWrapper
@@ -38,6 +39,18 @@ def cursor(connection: Any) -> CursorWrapper:
         return connection.cursor()
     finally:
         raw.cursor_factory = factory
+
+
+_written: dict[tuple[Any, ...], str] = {}
+
+
+def sql(connection: Any, key: Any, build: Callable[[Callable[[str], str]], str]) -> str:
+    """The SQL of the statement ``key`` for ``connection``'s database, built once by
+    ``build(quote_name)``."""
+    found = _written.get((connection.alias, key))
+    if found is None:
+        found = _written[(connection.alias, key)] = build(connection.ops.quote_name)
+    return found
 
 
 _inserts: dict[tuple[Any, ...], str] = {}

@@ -96,3 +96,39 @@ def test_a_batch_whose_transaction_fails_records_each_outcome_on_its_own(worker,
     assert "transaction of its outcome did not commit" in Task.objects.get(pk=created[0].pk).error
     assert not Record.objects.filter(key="rolled back").exists()
     assert "terminating connection" in Task.objects.get(pk=created[1].pk).error
+
+
+def statements_inside_transactions(queries: list[dict]) -> list[str]:
+    """The statements run between a BEGIN and its COMMIT or ROLLBACK (Django logs both, even for a
+    block that sent nothing to the database)."""
+    opened, inside = False, []
+    for query in queries:
+        if query["sql"] in ("BEGIN", "COMMIT", "ROLLBACK"):
+            opened = query["sql"] == "BEGIN"
+        elif opened:
+            inside.append(query["sql"])
+    return inside
+
+
+def test_a_batch_of_tasks_that_made_no_query_needs_no_transaction(worker):
+    created = tasks.add.delay_many([(i, i) for i in range(4)])
+    queries = run_together(worker, 4)
+    assert [t.wait().result for t in created] == [0, 2, 4, 6]
+    assert statements_inside_transactions(queries) == []  # the claim, then the four outcomes in one UPDATE
+
+
+@pytest.mark.postgres  # batches run on PostgreSQL only
+def test_a_batched_run_with_a_task_chained_after_it_meanwhile_launches_it(worker):
+    from cq import registry
+    from cq.engine import execution
+    from cq.engine.transitions import claims
+
+    created = tasks.add.delay_many([(1, 1), (2, 2)])
+    claimed = claims.claim([str(t.pk) for t in created], "test-worker", ["default"])
+    # After the claim, the second gets a chained task: its claimed row says it has none.
+    following = Task.objects.get(pk=created[1].pk).chain(tasks.noop)
+    with execution.batch() as running:
+        for task in claimed:
+            running.run(task, registry.require_for_row(task))
+    assert [t.wait().status for t in created] == [Task.STATUS_SUCCESS] * 2
+    assert Task.objects.get(pk=following.pk).status == Task.STATUS_QUEUED  # launched by the usual path

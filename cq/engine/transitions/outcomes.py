@@ -7,26 +7,25 @@ final status (errbacks, chained tasks, the waiting parent) is ``settling.follow`
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router, transaction
-from django.db.models import BooleanField
-from django.db.models.expressions import RawSQL
 
 from ... import registry, validation
 from ...conf import settings
 from ...exceptions import CQError, InvalidTask, TaskLost
 from ...models import TaskStatus, get_task_model
 from ...transport import events
-from .. import clock, current, limits
+from .. import clock, current, limits, statements
 from ..inline import InlineTask
 from ..logs import flush as flush_logs
-from ..returning import by_pk, update_returning, update_row
+from ..returning import update_row
 from . import queueing, settling
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
@@ -145,40 +144,55 @@ def reconcile(worker: str, started: Iterable[Any], why: str) -> None:
         lose(task_id, worker, TaskLost(why))
 
 
-def succeed_many(runs: list[tuple[Task, Any]]) -> None:
-    """Record SUCCESS for quick tasks of a batch in one UPDATE: tasks that made no query, created
-    nothing and returned a plain value (``result_of``'s). A stale run is left alone."""
+def succeed_many(runs: list[tuple[Task, Any]], *, alone: bool = False) -> list[tuple[Task, Any]]:
+    """Record SUCCESS for quick tasks of a batch, on PostgreSQL, in one UPDATE written once: tasks
+    that made no query, created nothing and returned a plain value (``result_of``'s). A stale run
+    is left alone. With ``alone`` (every run is :func:`alone`, and the statement runs outside any
+    transaction), a row that now has a parent or a chained task is left alone too, and returned
+    with the stale ones: the caller records those with :func:`succeed`, which tells them apart.
+    """
     if not runs:
-        return
+        return []
     now = clock.now()
-    field = Task._meta.get_field
-    expiries = {task.pk: settling.result_expiry(task, now) for task, _ in runs}
-    written = {row.pk: row for row in update_returning(
-        Task.objects.filter(_attempts([task for task, _ in runs]), status=TaskStatus.RUNNING),
-        {"status": TaskStatus.SUCCESS, "error": None, "finished": now,
-         "result": by_pk({task.pk: value for task, value in runs}, field("result")),
-         "result_expiry": by_pk(expiries, field("result_expiry"))},
-        ["parent", "has_next"])}
-    for task, value in runs:
-        row = written.get(task.pk)
-        if row is None:
-            logger.info("Task %s was revoked or lost while it ran; its outcome is not recorded.", task.pk)
+    connection = connections[router.db_for_write(Task)]
+    result: Any = Task._meta.get_field("result")
+    expiries = [settling.result_expiry(task, now) for task, _ in runs]
+    params: list[Any] = [TaskStatus.SUCCESS, now,
+              [task.pk for task, _ in runs], [task.attempt for task, _ in runs],
+              [result.get_db_prep_save(value, connection) for _, value in runs], expiries,
+              TaskStatus.RUNNING]
+    with statements.cursor(connection) as cursor:
+        cursor.execute(statements.sql(connection, ("succeed_many", alone), functools.partial(_succeeding, alone)),
+                       params)
+        written = {_uuid(pk): (parent, has_next) for pk, parent, has_next in cursor.fetchall()}
+    left = []
+    for (task, value), expiry in zip(runs, expiries, strict=True):
+        if task.pk not in written:
+            if alone:
+                left.append((task, value))
+            else:
+                logger.info("Task %s was revoked or lost while it ran; its outcome is not recorded.", task.pk)
             continue
+        parent, has_next = written[task.pk]
         task.status, task.result, task.error, task.finished = TaskStatus.SUCCESS, value, None, now
-        task.result_expiry, task.parent_id, task.has_next = expiries[task.pk], row.parent_id, row.has_next
+        task.result_expiry, task.parent_id, task.has_next = expiry, _uuid(parent), bool(has_next)
         events.status([task])
         limits.wake_on_commit([task.concurrency_key])
         settling.follow(task, TaskStatus.SUCCESS, None)
+    return left
 
 
-def _attempts(tasks: list[Task]) -> RawSQL:
-    """``(id, attempt) IN (...)``: the rows of these runs, fenced on their attempts. Raw, since
-    as ``Q`` objects OR-ed together a batch's fence cost more to build than its UPDATE."""
-    connection = connections[router.db_for_write(Task)]
-    quote = connection.ops.quote_name
-    columns = f"({quote(str(Task._meta.pk.column))}, {quote(str(Task._meta.get_field('attempt').column))})"
-    params = [value for task in tasks for value in (Task._meta.pk.get_db_prep_value(task.pk, connection), task.attempt)]
-    return RawSQL(f"{columns} IN ({', '.join(['(%s, %s)'] * len(tasks))})", params, output_field=BooleanField())
+def _succeeding(alone: bool, quote: Callable[[str], str]) -> str:
+    """The UPDATE of :func:`succeed_many`: its runs come as arrays, unnested, so that one statement
+    (prepared once) serves a batch of any size. Fenced on each run's attempt."""
+    column = {field.name: quote(str(field.column)) for field in Task._meta.concrete_fields}
+    guard = f" AND t.{column['parent']} IS NULL AND NOT t.{column['has_next']}" if alone else ""
+    return (f"UPDATE {quote(Task._meta.db_table)} AS t SET {column['status']} = %s, {column['error']} = NULL, "
+            f"{column['finished']} = %s, {column['result']} = run.result, {column['result_expiry']} = run.expiry "
+            f"FROM unnest(%s::uuid[], %s::integer[], %s::jsonb[], %s::timestamptz[]) "
+            f"AS run(id, attempt, result, expiry) "
+            f"WHERE t.{column['id']} = run.id AND t.{column['attempt']} = run.attempt AND t.{column['status']} = %s"
+            f"{guard} RETURNING t.{column['id']}, t.{column['parent']}, t.{column['has_next']}")
 
 
 def _end(task: Task, status: TaskStatus, *, cause: BaseException | None = None, minimal: bool = False,
