@@ -59,6 +59,9 @@ class Settings:
     TASK_ACCESS: str | None = None
     #: Dotted paths of callables ``notify(task_id, event)`` called on every event (cq.transport.events).
     NOTIFIERS: tuple[str, ...] = ()
+    #: Prepare cq's statements on every task's way in PostgreSQL (once per connection). Off behind
+    #: a pooler that cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
+    PREPARED_STATEMENTS: bool = True
     #: How many published log lines a task keeps (django-cq's ``limit``).
     LOG_LIMIT: int = 40
 

@@ -1,44 +1,67 @@
 """The statements on every task's way, written once per shape and prepared by PostgreSQL.
 
 Django compiles a query's SQL again on every call, and its psycopg cursors bind parameters on
-the client, so PostgreSQL parses and plans every statement anew. The statements each task
-passes through (the insert of ``.delay()``, the claim, the outcome) are built once per shape by
-their owners, and run through :func:`cursor`: on PostgreSQL with psycopg 3 a cursor that binds
-on the server, which lets psycopg prepare a statement once it has run a few times (its
-``prepare_threshold``; set ``"prepare_threshold": None`` in the database's ``OPTIONS`` behind
-PgBouncer in transaction mode). It is still Django's cursor wrapper: ``execute_wrapper`` hooks,
-the query log and the debug toolbar see every statement.
+the client, so PostgreSQL parses and plans every statement anew: planning cq's claim (an UPDATE
+of a table with a dozen partial indexes) cost PostgreSQL more CPU than running it. The
+statements each task passes through (the insert of ``.delay()``, the claim, the outcome) are
+built once per shape by their owners, and run through :func:`cursor`: on PostgreSQL with
+psycopg 3, a cursor that binds on the server and prepares each statement once per connection
+(Django leaves psycopg's automatic preparation off). Behind a pooler that cannot keep prepared
+statements (PgBouncer before 1.21 in transaction mode), set ``CQ_PREPARED_STATEMENTS = False``.
+It is still Django's cursor wrapper: ``execute_wrapper`` hooks, the query log and the debug
+toolbar see every statement; while Django logs queries (``DEBUG``, a test capturing them) the
+usual cursor is used, so that the log shows each statement with its values.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db.backends.utils import CursorWrapper
 from django.db.models import NOT_PROVIDED, Model, signals
 
+from ..conf import settings
+
 M = TypeVar("M", bound=Model)
 
 
 def cursor(connection: Any) -> CursorWrapper:
-    """A cursor of ``connection`` that binds parameters on the server where it can: not while
-    Django logs queries (``DEBUG``, a test capturing them), whose log then shows each statement
-    with its values, as usual."""
+    """A cursor of ``connection`` that prepares its statements where it can (see above)."""
     if (connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg"
-            or connection.queries_logged):
+            or connection.queries_logged or not settings.PREPARED_STATEMENTS):
         return connection.cursor()
-    # app loading: Django's PostgreSQL backend, only once a PostgreSQL connection exists.
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
     connection.ensure_connection()
     raw = connection.connection
     factory = raw.cursor_factory
-    raw.cursor_factory = ServerBindingCursor
+    raw.cursor_factory = _preparing()
     try:
         return connection.cursor()
     finally:
         raw.cursor_factory = factory
+
+
+@functools.cache
+def _preparing() -> type:
+    # app loading: Django's PostgreSQL backend, only once a PostgreSQL connection exists.
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    base: Any = ServerBindingCursor  # untyped in django-stubs
+
+    class PreparingCursor(base):
+        """Binds on the server, and prepares every statement it runs (once per connection: psycopg
+        keeps them by their text), whatever the connection's ``prepare_threshold``."""
+
+        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+            threshold = self.connection.prepare_threshold
+            self.connection.prepare_threshold = 0
+            try:
+                return super().execute(query, params, **options)
+            finally:
+                self.connection.prepare_threshold = threshold
+
+    return PreparingCursor
 
 
 _written: dict[tuple[Any, ...], str] = {}

@@ -194,3 +194,21 @@ def test_a_lone_task_that_makes_no_query_needs_no_transaction(worker):
             elif opened:
                 inside.append(query["sql"])
         assert inside == [], captured.captured_queries
+
+
+@pytest.mark.postgres  # prepared statements are PostgreSQL's
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_statements_of_every_task_are_prepared_once_per_connection(worker, settings, prepared):
+    settings.CQ_PREPARED_STATEMENTS = prepared
+    connection.close()  # a new session: none prepared yet
+    created = tasks.noop.delay_many([()] * 3) + [tasks.noop.delay() for _ in range(3)]
+    while worker.run_once(0):
+        pass
+    assert {t.wait().status for t in created} == {Task.STATUS_SUCCESS}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        kept = [row[0] for row in cursor.fetchall()]
+    claim = [sql for sql in kept if "STATEMENT_TIMESTAMP()" in sql]
+    insert = [sql for sql in kept if sql.startswith('INSERT INTO "cq_task"')]
+    assert (len(claim) >= 1 and len(insert) == 1) if prepared else kept == [], kept
+    assert connection.connection.prepare_threshold is None  # Django's own cursors still prepare nothing
