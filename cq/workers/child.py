@@ -1,4 +1,5 @@
-"""A worker process started by the supervisor: its entry point, and how it talks to its supervisor.
+"""A worker process started by the supervisor: its entry point, and how it talks to its supervisor
+(its slate, ``cq.workers.slate``, which the supervisor reads; and a pipe of orders).
 
 The process is spawned, not forked, so nothing here touches Django's models
 before ``django.setup()``. It ignores SIGTERM and SIGINT: systemd (with its
@@ -15,17 +16,18 @@ import multiprocessing
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import django
 
 from .hooks import Hooks
+from .slate import Slate
 
 if TYPE_CHECKING:
     from ..models import Task
 
 
-def main(conn: Connection, orders: Connection, token: str, queues: list[str], poll_interval: float | None,
+def main(shared: Any, orders: Connection, token: str, queues: list[str], poll_interval: float | None,
          max_tasks: int | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -36,26 +38,26 @@ def main(conn: Connection, orders: Connection, token: str, queues: list[str], po
     from .heartbeat import incarnation_name
     from .worker import Worker
 
-    hooks = PipeHooks(conn, orders, hard_time_limit)
+    hooks = SupervisedHooks(Slate(shared), orders, hard_time_limit)
     Worker(queues=queues, poll_interval=poll_interval, max_tasks=max_tasks, hooks=hooks,
            name=incarnation_name(token=token)).run(signals=())
 
 
-class PipeHooks(Hooks):
-    """A worker process's hooks: report to the supervisor over one pipe, take its orders from another."""
+class SupervisedHooks(Hooks):
+    """A worker process's hooks: write what it runs on its slate, take its supervisor's orders from a pipe."""
 
-    def __init__(self, conn: Connection, orders: Connection, time_limit: Callable[[Task], float | None]) -> None:
-        self.conn = conn
+    def __init__(self, slate: Slate, orders: Connection, time_limit: Callable[[Task], float | None]) -> None:
+        self.slate = slate
         self.orders = orders
         self.time_limit = time_limit
         self.parent = multiprocessing.parent_process()
         self._stopping = False
 
     def task_started(self, task: Task) -> None:
-        self.conn.send(("start", [str(task.pk)], self.time_limit(task)))
+        self.slate.started(task.pk, self.time_limit(task))
 
     def task_finished(self, task: Task) -> None:
-        self.conn.send(("done", [str(task.pk)], None))
+        self.slate.finished(task.pk)
 
     def keep_going(self) -> bool:
         try:

@@ -1,8 +1,9 @@
 """The supervisor behind ``cq_runworker``: N worker processes, watched and restarted.
 
 Each child is a spawned process running a :class:`~cq.workers.worker.Worker`; it
-tells the supervisor over a pipe which task it starts and finishes, and takes
-its orders (stop) over another. The supervisor:
+writes which tasks it starts and finishes on its slate (``cq.workers.slate``, shared
+memory the supervisor reads each tick, so the supervisor does nothing per task), and
+takes its orders (stop) over a pipe. The supervisor:
 
 - records each child's start and its heartbeats (``cq.workers.heartbeat``): it never
   runs task code, so a task that holds the GIL cannot starve them;
@@ -44,6 +45,7 @@ from ..models import get_task_model
 from . import heartbeat
 from .child import main as child_main
 from .heartbeat import Heartbeat, Incarnation
+from .slate import Reading, Slate
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -62,21 +64,32 @@ QUICK_DEATH = 5.0
 @dataclass(eq=False)
 class _Child:
     process: Any
-    conn: Connection  # what it tells the supervisor
+    slate: Slate  # what it runs, as it writes it
     orders: Connection  # what the supervisor tells it
     started: float
     name: str  # this start's own name: host:pid:token
     queues: list[str]
-    task_id: str | None = None  # the task it runs now
-    processed: int = 0
-    running: set[str] = field(default_factory=set)  # started and not finished: task_id, and those of
-    # its batch that ran before it, whose outcome is not yet committed
-    deadline: float | None = None
+    reading: Reading = field(default_factory=Reading)  # its slate as last read (see refresh)
     kill_error: CQError | None = None  # why we killed it, when its task should end FAILURE
     terminated: bool = False  # killed because its task was revoked with terminate=True
 
+    def refresh(self) -> None:
+        self.reading = self.slate.read()
+
+    @property
+    def task_id(self) -> str | None:
+        """The task it runs now (the last it started and has not finished)."""
+        return self.reading.current
+
+    @property
+    def running(self) -> set[str]:
+        """Started and not finished: task_id, and those of its batch that ran before it, whose
+        outcome is not yet committed."""
+        return set(self.reading.running)
+
     def incarnation(self) -> Incarnation:
-        return Incarnation(self.name, self.process.pid, self.queues, self.task_id, self.processed)
+        now = self.slate.read()  # from the heartbeat's thread: read afresh
+        return Incarnation(self.name, self.process.pid, self.queues, now.current, now.processed)
 
     def stop(self) -> None:
         try:
@@ -108,7 +121,6 @@ class Supervisor:
         self._kill_now = False
         self._respawn_delay = 0.0
         self._respawn_at = 0.0
-        self._next_look = 0.0
         self.heartbeat = Heartbeat(lambda: [c.incarnation() for c in list(self.children) if c.process.is_alive()])
 
     def run(self) -> None:
@@ -128,9 +140,7 @@ class Supervisor:
                         child.kill()
                 self._read(TICK)
                 self._enforce_time_limits()
-                if time.monotonic() >= self._next_look:  # not on every message: a child sends two a task
-                    self._next_look = time.monotonic() + TICK
-                    self._guarded(self._terminate_revoked)
+                self._guarded(self._terminate_revoked)
                 self._reap()
         finally:
             for child in self.children:
@@ -149,47 +159,35 @@ class Supervisor:
 
     def _top_up(self) -> None:
         while len(self.children) < self.concurrency and time.monotonic() >= self._respawn_at:
-            receiving, sending = _spawn.Pipe(duplex=False)
+            slate = Slate()
             orders, ordering = _spawn.Pipe(duplex=False)
             token = heartbeat.incarnation_name().rsplit(":", 1)[1]
             process = _spawn.Process(target=child_main, name="cq-worker", args=(
-                sending, orders, token, self.queues, self.poll_interval, self.max_tasks_per_child))
+                slate.shared, orders, token, self.queues, self.poll_interval, self.max_tasks_per_child))
             process.start()
-            sending.close()
             orders.close()
             name = heartbeat.incarnation_name(process.pid, token)
-            child = _Child(process, receiving, ordering, time.monotonic(), name, self.queues)
+            child = _Child(process, slate, ordering, time.monotonic(), name, self.queues)
             self.children.append(child)
             # Recorded before it can claim anything; if this fails, its first heartbeat records it.
             self._guarded(heartbeat.register, child.incarnation())
 
     def _read(self, timeout: float) -> None:
-        waitables = [c.conn for c in self.children] + [c.process.sentinel for c in self.children]
-        if waitables:
-            wait(waitables, timeout)
+        """Wait up to ``timeout`` seconds for a child to exit, then read every child's slate."""
+        sentinels = [c.process.sentinel for c in self.children]
+        if sentinels:
+            wait(sentinels, timeout)
         elif timeout:
             time.sleep(timeout)
         for child in self.children:
-            try:
-                while child.conn.poll():
-                    event, task_ids, limit = child.conn.recv()
-                    if event == "start":
-                        child.task_id = task_ids[0]
-                        child.running.add(child.task_id)
-                        child.deadline = time.monotonic() + limit if limit else None
-                    elif event == "done":
-                        child.running.discard(task_ids[0])
-                        child.processed += 1
-                        if task_ids[0] == child.task_id:
-                            child.task_id = child.deadline = None
-            except (EOFError, OSError):
-                pass  # the child is gone; _reap handles it
+            child.refresh()
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
         for child in self.children:
-            if child.deadline is not None and now > child.deadline and child.kill_error is None:
-                limit = now - child.deadline
+            deadline = child.reading.deadline
+            if deadline is not None and now > deadline and child.kill_error is None:
+                limit = now - deadline
                 child.kill_error = TimeLimitExceeded(
                     f"Task {child.task_id} ran past its hard time limit; its worker process {child.name} "
                     f"was killed {limit:.1f} s after the limit.")
@@ -242,7 +240,7 @@ class Supervisor:
             outcomes.lose(task_id, child.name, TaskLost(
                 f"Worker process {child.name} stopped (exit code {child.process.exitcode}) before the outcome "
                 f"was committed."))
-        heartbeat.stopped(child.name, child.processed)
+        heartbeat.stopped(child.name, child.reading.processed)
 
     def _guarded(self, action: Callable[..., None], *args: Any) -> bool:
         """Run a database step; if the database fails, log it and carry on supervising. Returns
