@@ -88,21 +88,23 @@ def _failure(task: Task, fn: registry.TaskFunction[Any, Any], error: BaseExcepti
 
 
 def _run_plain(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
+    before = _metadata(task)
     try:
         value = _call(task, fn)
     except BaseException as error:  # sys.exit() or KeyboardInterrupt in a task fails the task, not the worker
         record(task, _failure(task, fn, error))
         _reraise_interrupt(error)
         return
-    if not (outcomes.alone(task, value) and _succeeded_alone(task, value)):
+    if not (outcomes.alone(task, value) and _succeeded_alone(task, value, _metadata(task) == before)):
         record(task, functools.partial(outcomes.succeed, task, value))
 
 
-def _succeeded_alone(task: Task, value: Any) -> bool:
-    """Record the success of a lone run in one statement (``outcomes.succeed_alone``); ``False``
-    when it was not written that way, for whatever reason: the caller then records it as usual."""
+def _succeeded_alone(task: Task, value: Any, unchanged: bool) -> bool:
+    """Record the success of a lone run in one statement (``outcomes.succeed_alone``; only its
+    result and status when its logs, fields and progress are ``unchanged``); ``False`` when it
+    was not written that way, for whatever reason: the caller then records it as usual."""
     try:
-        return outcomes.succeed_alone(task, value)
+        return outcomes.succeed_alone(task, value, unchanged=unchanged)
     except DatabaseError:  # one statement: nothing was written, unless its reply alone was lost
         database.tidy()
         return False
@@ -112,6 +114,7 @@ def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
     touched = _Touched()
     value: Any = None
     alone = False
+    before = _metadata(task)
     try:
         with transaction.atomic():
             with touched.watching():
@@ -120,7 +123,7 @@ def _run_atomic(task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
             alone = not touched.queried and outcomes.alone(task, value)
             if not alone:
                 _succeed(task, value)
-        if alone and not _succeeded_alone(task, value):
+        if alone and not _succeeded_alone(task, value, _metadata(task) == before):
             record(task, functools.partial(outcomes.succeed, task, value))
     except _Failed as failed:
         record(task, _failure(task, fn, failed.error))

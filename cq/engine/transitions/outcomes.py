@@ -80,14 +80,15 @@ def alone(task: Task, value: Any) -> bool:
     return not (isinstance(value, Task) or current.spawned() or task.parent_id is not None or task.has_next)
 
 
-def succeed_alone(task: Task, value: Any) -> bool:
+def succeed_alone(task: Task, value: Any, *, unchanged: bool = False) -> bool:
     """Record SUCCESS for a run that is :func:`alone`, in one statement, with no transaction of
-    its own: there is nothing to write with it. Returns ``False``, having written nothing, when
-    the row says otherwise (a task adopted it, or was chained after it, while it ran) or the run
+    its own: there is nothing to write with it (nor its logs, fields and progress, when they are
+    ``unchanged`` since the claim). Returns ``False``, having written nothing, when the row says
+    otherwise (a task adopted it, or was chained after it, while it ran) or the run
     is stale: the caller then records it with :func:`succeed`, which tells these apart."""
     now = clock.now()
-    return _write(task, alone=True, status=TaskStatus.SUCCESS, result=value, error=None, finished=now,
-                  result_expiry=settling.result_expiry(task, now))
+    return _write(task, alone=True, minimal=unchanged, status=TaskStatus.SUCCESS, result=value, error=None,
+                  finished=now, result_expiry=settling.result_expiry(task, now))
 
 
 def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
