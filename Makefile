@@ -87,9 +87,12 @@ demo-check: install
 clean:
 	rm -rf $(VENV) $(VENV6) $(PEERS_VENV) build *.egg-info docs/_build
 
-# cq's own figures on this machine (PostgreSQL database cq_bench, Redis db 8); see bench/run.py.
+# cq's own figures on this machine, tuned and with Django's defaults (PostgreSQL database cq_bench,
+# Redis db 8), and issue 16's targets against BENCH_BASELINE, the commit that issue started from
+# (empty: no baseline run); see bench/run.py.
+BENCH_BASELINE ?= bcdf8af
 bench: install
-	$(PY) bench/run.py
+	BENCH_BASELINE=$(BENCH_BASELINE) $(PY) bench/run.py
 
 # The same workload on Huey, Dramatiq, RQ, Celery, Procrastinate and Celery with django-celery-results,
 # in their own virtualenv (PostgreSQL database cq_peers, Redis db 9); prints cq/peer ratios.

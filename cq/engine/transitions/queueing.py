@@ -27,16 +27,15 @@ else:
 
 
 def launch(candidates: QuerySet[Task]) -> list[Any]:
-    """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile)."""
-    found = list(candidates.filter(status=TaskStatus.PENDING).values_list("pk", "queue", "priority"))
-    ids = [pk for pk, *_ in found]
-    if ids:
-        Task.objects.filter(pk__in=ids, status=TaskStatus.PENDING).update(status=TaskStatus.QUEUED,
-                                                                          submitted=clock.now())
-        doorbell.ring_on_commit(found)
-        if events.enabled():
-            events.status(list(Task.objects.filter(pk__in=ids).only("pk", "top", "func_name", "status")))
-    return ids
+    """Queue those of ``candidates`` still PENDING (a no-op for any queued meanwhile), in one
+    statement; returns their ids."""
+    found = update_returning(candidates.filter(status=TaskStatus.PENDING),
+                             {"status": TaskStatus.QUEUED, "submitted": clock.now()},
+                             ["queue", "priority", "top", "func_name", "status"])
+    if found:
+        doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in found])
+        events.status(found)
+    return [task.pk for task in found]
 
 
 def launch_next(task: Task, failed: bool = False) -> None:
