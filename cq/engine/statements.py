@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db.backends.utils import CursorWrapper
-from django.db.models import NOT_PROVIDED, Model, signals
+from django.db.models import NOT_PROVIDED, Field, Model, signals
 
 from ..conf import settings
 
@@ -85,24 +85,33 @@ def insert(row: Model, connection: Any) -> None:
     runs, as in ``save()``; nothing else of ``save()`` does (the caller knows the model has no
     ``save()`` or signal receivers of its own: see :func:`plain`)."""
     meta = row._meta
+    values = row.__dict__
     present = []
     params = []
-    for field in meta.concrete_fields:
-        value = field.pre_save(row, True)
+    for index, field, attname, hooked in _fields(type(row)):
+        value = field.pre_save(row, True) if hooked else values[attname]
         if value is None and field.null:
             continue
-        present.append(field)
+        present.append(index)
         params.append(field.get_db_prep_save(value, connection))
-    key = (connection.alias, type(row), tuple(field.attname for field in present))
+    key = (connection.alias, type(row), tuple(present))
     sql = _inserts.get(key)
     if sql is None:
-        quote = connection.ops.quote_name
+        quote, fields = connection.ops.quote_name, meta.concrete_fields
         sql = _inserts[key] = (f"INSERT INTO {quote(meta.db_table)} "
-                               f"({', '.join(quote(str(field.column)) for field in present)}) "
+                               f"({', '.join(quote(str(fields[i].column)) for i in present)}) "
                                f"VALUES ({', '.join(['%s'] * len(present))})")
     with cursor(connection) as c:
         c.execute(sql, params)
     row._state.adding, row._state.db = False, connection.alias
+
+
+@functools.cache
+def _fields(model: type[Model]) -> list[tuple[int, Any, str, bool]]:
+    """Each concrete field of ``model``: its index, itself, its attribute, and whether its class
+    has a ``pre_save`` of its own (a date's ``auto_now``); the others' is the attribute's value."""
+    return [(index, field, field.attname, type(field).pre_save is not Field.pre_save)
+            for index, field in enumerate(model._meta.concrete_fields)]
 
 
 def plain(model: type[Model]) -> bool:

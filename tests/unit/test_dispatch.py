@@ -190,3 +190,31 @@ def test_options_are_checked_by_one_rule_each_before_anything_is_written():
             with pytest.raises(InvalidTask, match=message):
                 tasks.echo.delay_many([(1,)], **options)
     assert not Task.objects.exists()
+
+
+def test_the_lean_insert_writes_the_row_save_would_write():
+    from django.forms.models import model_to_dict
+
+    lean = tasks.echo.delay_args((1, "two"), priority=3, unique_key="lean")
+    saved = Task(func_name=lean.func_name, args=lean.args, kwargs=lean.kwargs, status=lean.status, queue=lean.queue,
+                 priority=lean.priority, unique_key="saved", created=lean.created, submitted=lean.submitted)
+    saved.save(force_insert=True)
+    skip = {"id", "unique_key"}
+    as_written = {k: v for k, v in model_to_dict(Task.objects.get(pk=lean.pk)).items() if k not in skip}
+    assert as_written == {k: v for k, v in model_to_dict(Task.objects.get(pk=saved.pk)).items() if k not in skip}
+
+
+def test_a_receiver_of_the_models_signals_gets_them_from_delay():
+    from django.db.models import signals
+
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append((kwargs.get("created"), instance.func_name))
+
+    signals.post_save.connect(receiver, sender=Task)
+    try:
+        tasks.noop.delay()
+    finally:
+        signals.post_save.disconnect(receiver, sender=Task)
+    assert heard == [(True, tasks.noop.name)]
