@@ -281,6 +281,7 @@ ROWS = [
 TARGETS = [
     ("CPU per task, all processes, one producer", "cpu_ms_per_task", "tuned", True, 2.5, "ms"),
     ("end to end, one producer, vs the baseline commit", "speedup", "tuned", False, 3.0, "x"),
+    ("the same with Django's defaults", "speedup", "defaults", False, 3.0, "x"),
     ("Django's defaults vs tuned, one producer", "defaults_ratio", "defaults", False, 0.8, "x"),
     ("idle latency p50", "idle_latency_p50_ms", "tuned", True, 3.0, "ms"),
     ("latency under load p95", "latency_under_load_p95_ms", "tuned", True, 10.0, "ms"),
@@ -290,8 +291,8 @@ TARGETS = [
 ]
 
 
-def run_config(settings_module: str, *extra: str, cq_from: Path = ROOT) -> dict[str, float]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "BENCH_CQ_FROM": str(cq_from)}
+def run_config(settings_module: str, *extra: str, cq_from: Path = ROOT, **env_extra: str) -> dict[str, float]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "BENCH_CQ_FROM": str(cq_from), **env_extra}
     done = subprocess.run([sys.executable, __file__, "--one", *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           text=True)
     print(done.stdout.rsplit("RESULT ", 1)[0], end="", flush=True)
@@ -318,18 +319,21 @@ def report(found: dict[str, dict[str, float]]) -> None:
     say(f"|{'-' * 48}|{'-' * 12}|{'-' * 12}|---------|")
     for label, key, unit in ROWS:
         say(f"| {label:<46} | {tuned[key]:>10,.2f} | {defaults[key]:>10,.2f} | {unit:<7} |")
-    say(f"\nCPU per task, one producer, by process (ms; the sum is the target's figure):\n"
-        f"| {'process':<12} | {'tuned':>6} | {'defaults':>8} |" + (" baseline |" if "baseline" in found else ""))
-    say(f"|{'-' * 14}|{'-' * 8}|{'-' * 10}|" + ("----------|" if "baseline" in found else ""))
+    columns = [name for name in ("tuned", "defaults", "baseline-tuned", "baseline-defaults") if name in found]
+    say("\nOne producer, end to end: CPU per task by process (ms; the sum is the target's figure), and the rate:")
+    say("| " + f"{'process':<12} | " + " | ".join(f"{name:>17}" for name in columns) + " |")
+    say(f"|{'-' * 14}|" + "|".join("-" * 19 for _ in columns) + "|")
     for part in (*Meter.PARTS, ""):
         key = f"cpu_ms_per_task_{part}" if part else "cpu_ms_per_task"
-        row = f"| {part or 'all':<12} | {tuned[key]:>6.2f} | {defaults[key]:>8.2f} |"
-        say(row + (f" {found['baseline'][key]:>8.2f} |" if "baseline" in found else ""))
+        say(f"| {part or 'all':<12} | " + " | ".join(f"{found[name][key]:>17.2f}" for name in columns) + " |")
+    say(f"| {'tasks/s':<12} | " + " | ".join(f"{found[name]['throughput_single_producer_per_s']:>17,.0f}"
+                                           for name in columns) + " |")
     tuned["defaults_ratio"] = defaults["throughput_single_producer_per_s"] / tuned["throughput_single_producer_per_s"]
     defaults["defaults_ratio"] = tuned["defaults_ratio"]
-    if "baseline" in found:
-        before = found["baseline"]["throughput_single_producer_per_s"]
-        tuned["speedup"] = tuned["throughput_single_producer_per_s"] / before
+    for name in ("tuned", "defaults"):
+        if f"baseline-{name}" in found:
+            before = found[f"baseline-{name}"]["throughput_single_producer_per_s"]
+            found[name]["speedup"] = found[name]["throughput_single_producer_per_s"] / before
     say("\nIssue 16's targets:")
     for label, key, config, at_most, limit, unit in TARGETS:
         if key not in found[config]:
@@ -347,10 +351,12 @@ def main() -> int:
         found[name] = run_config(settings_module)
     commit = os.environ.get("BENCH_BASELINE")
     if commit:
-        say(f"baseline: the one-producer run on commit {commit}'s cq, tuned settings")
         with tempfile.TemporaryDirectory() as scratch:
-            found["baseline"] = run_config(CONFIGS["tuned"], "--only-producer",
-                                           cq_from=baseline_tree(commit, Path(scratch)))
+            tree = baseline_tree(commit, Path(scratch))
+            for name, settings_module in CONFIGS.items():
+                say(f"baseline, {name}: the one-producer run on commit {commit}'s cq")
+                found[f"baseline-{name}"] = run_config(settings_module, "--only-producer", cq_from=tree,
+                                                       BENCH_TASKS=os.environ.get("BENCH_BASELINE_TASKS", "1000"))
     report(found)
     OUT.mkdir(exist_ok=True)
     # bench-peers reads the tuned figures at the top level.
