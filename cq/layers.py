@@ -106,7 +106,7 @@ class RedisChannelLayer(_ChannelsRedisLayer):
 
     async def send_many(self, channel: str, messages: list[dict[str, Any]], priorities: list[int] | None = None) -> int:
         """Send ``messages`` to ``channel`` in one round trip; returns how many fitted under capacity
-        (see :func:`send_args` for their order)."""
+        (see ``send_args`` for their order)."""
         assert "!" not in channel, "send_many serves normal channels only"
         connection = self.connection(next(self._send_index_generator))
         sent = await connection.eval(SEND_MANY, 1, self.prefix + channel,
