@@ -89,3 +89,41 @@ def test_task_finished_is_sent_once_per_final_status_after_the_commit(drain):
     finally:
         task_finished.disconnect(receiver)
     assert sorted(heard) == sorted([(done.pk, "S", False), (failed.pk, "F", False), (revoked.pk, "E", False)])
+
+
+def test_events_go_only_to_the_groups_that_have_a_member(events_layer, drain, monkeypatch):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from cq.transport import doorbell, events
+
+    layer = get_channel_layer("default")
+    sent = []
+    real = layer.group_send
+
+    async def counting(group, message):
+        sent.append((group, message["status"]))
+        await real(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counting)
+    tasks.add.delay(1, 2)
+    drain()
+    doorbell.run(_after_the_sends_so_far(), 5)
+    assert sent == []  # nobody watches: not one group send
+    async_to_sync(layer.group_add)(events.ALL, "cq-test-watcher")
+    try:
+        tasks.add.delay(2, 3)
+        drain()
+        doorbell.run(_after_the_sends_so_far(), 5)
+        assert sent == [(events.ALL, "Q"), (events.ALL, "R"), (events.ALL, "S")]  # only the group watched
+    finally:
+        async_to_sync(layer.group_discard)(events.ALL, "cq-test-watcher")
+
+
+async def _after_the_sends_so_far():
+    """Returns on the doorbell loop once the event sends started before it are done (they take
+    the loop's lock in turn)."""
+    from cq.transport.events import _in_order
+
+    async with _in_order():
+        return None
