@@ -1,7 +1,10 @@
-"""cq's settings, read from Django's settings on every access.
+"""cq's settings, read from Django's settings when first used, and again after any change.
 
-Nothing is frozen at import time, so ``override_settings`` works in tests and
-a project can import cq before its settings are configured.
+Nothing is read at import time, so a project can import cq before its settings are
+configured. A value is kept once read: cq reads several on every task, and each one a project
+leaves at its default cost Django an exception per read. Django's ``setting_changed`` signal
+(sent by ``override_settings`` and pytest-django's ``settings`` fixture) makes cq read them
+all again.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 
 class Settings:
@@ -67,8 +71,20 @@ class Settings:
 
     def __getattribute__(self, name: str) -> Any:
         if name.isupper():
-            return getattr(django_settings, f"CQ_{name}", getattr(type(self), name))
+            found = _read.get(name, _UNREAD)
+            if found is _UNREAD:
+                found = _read[name] = getattr(django_settings, f"CQ_{name}", getattr(type(self), name))
+            return found
         return super().__getattribute__(name)
 
 
 settings = Settings()
+_read: dict[str, Any] = {}
+_UNREAD = object()
+
+
+def _forget(**kwargs: Any) -> None:
+    _read.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="cq.conf")
