@@ -59,7 +59,8 @@ class Direct:
         else:
             self.limits = Limits(config.get("expiry", DOORBELL_LAYER_CONFIG["expiry"]),
                                  config.get("capacity", DOORBELL_LAYER_CONFIG["capacity"]))
-        # One retry on a fresh connection: a pooled one may be stale after Redis restarted.
+        # One retry on a fresh connection when a pooled one was stale (Redis restarted); none
+        # after a timeout, so that a send never blocks its caller longer than SEND_TIMEOUT.
         self.senders = [_client(host, SEND_TIMEOUT, retries=1) for host in layer.hosts]
         self.receivers: list[redis.Redis] | None = None
         self.script = self.senders[0].register_script(SEND_MANY)
@@ -129,7 +130,7 @@ def _client(host: dict[str, Any], timeout: float, retries: int) -> redis.Redis:
     socket operation (the host's own ``socket_timeout``, often ``None`` for blocking pops, is not
     used: a caller must never hang on a Redis that went away)."""
     options = {**host, "socket_timeout": timeout, "socket_connect_timeout": timeout,
-               "retry": Retry(NoBackoff(), retries)}
+               "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,))}
     if "address" in options:
         return redis.Redis.from_url(options.pop("address"), **options)
     if "master_name" in options:

@@ -111,3 +111,29 @@ def test_junk_alone_is_no_outage_on_the_blocking_pop_either(layer, client, caplo
 async def _add_later(client: redis.Redis, key: str, member: bytes) -> None:
     await asyncio.sleep(0.2)
     client.zadd(key, {member: 1})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_that_never_answers_delays_delay_no_longer_than_the_send_timeout(settings, monkeypatch, caplog):
+    import socket
+
+    from cq.models import Task
+    from cq.transport import direct
+    from tests.testapp import tasks
+
+    silent = socket.socket()  # accepts connections (the kernel does) and never answers: a partition
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(direct, "SEND_TIMEOUT", 1.0)
+    settings.CHANNEL_LAYERS = {"cq": {"BACKEND": "cq.layers.RedisChannelLayer", "CONFIG": {
+        "hosts": [{"address": f"redis://127.0.0.1:{silent.getsockname()[1]}", "socket_timeout": None}]}}}
+    try:
+        began = time.monotonic()
+        task = tasks.noop.delay()
+        took = time.monotonic() - began
+    finally:
+        silent.close()
+    # One timeout, not two: a send is retried only when its connection broke, never after a timeout.
+    assert took < 1.8, f".delay() waited {took:.1f} s for a Redis that never answers"
+    assert Task.objects.get(pk=task.pk).status == Task.STATUS_QUEUED  # the database poll will find it
+    assert "Could not ring the doorbell of 1 task(s) (TimeoutError" in caplog.text
