@@ -30,6 +30,8 @@ from ..layers import DOORBELL_LAYER_CONFIG, SEND_MANY, Limits, RedisChannelLayer
 
 #: How long a caller waits for Redis before giving up on a send.
 SEND_TIMEOUT = 5.0
+#: How long a look for the members of event groups waits for Redis (cq.transport.events).
+LOOK_TIMEOUT = 0.5
 #: Longest a receive blocks in Redis; a longer wait returns empty-handed after it.
 LONGEST_WAIT = 5.0
 #: A blocking pop that returned within this many seconds found a doorbell waiting: others may be.
@@ -63,6 +65,7 @@ class Direct:
         # after a timeout, so that a send never blocks its caller longer than SEND_TIMEOUT.
         self.senders = [_client(host, SEND_TIMEOUT, retries=1) for host in layer.hosts]
         self.receivers: list[redis.Redis] | None = None
+        self.lookers: list[redis.Redis] | None = None
         self.script = self.senders[0].register_script(SEND_MANY)
         self._send_index = itertools.cycle(range(len(self.senders)))
         self._receive_index = itertools.cycle(range(len(self.senders)))
@@ -113,12 +116,14 @@ class Direct:
     def groups_with_members(self, groups: Iterable[str]) -> set[str]:
         """Those of ``groups`` that have a member, in one round trip per host: a group send to the
         others would reach nobody, and costs the layer two round trips each."""
+        if self.lookers is None:
+            self.lookers = [_client(host, LOOK_TIMEOUT, retries=1) for host in self.layer.hosts]
         by_host: dict[int, list[str]] = {}
         for group in dict.fromkeys(groups):
             by_host.setdefault(self.layer.consistent_hash(group), []).append(group)
         found: set[str] = set()
         for index, names in by_host.items():
-            pipe = self.senders[index].pipeline(transaction=False)
+            pipe = self.lookers[index].pipeline(transaction=False)
             for name in names:
                 pipe.exists(self.layer._group_key(name))
             found.update(name for name, count in zip(names, pipe.execute(), strict=True) if count)

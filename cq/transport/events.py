@@ -12,7 +12,9 @@ while the task runs. Events go to:
   ``cq_event()``. Sends go through the process's doorbell loop and nobody
   waits for them: a worker never slows down for a browser. On a channels-redis
   layer, only the groups that have a member are sent to: one round trip finds
-  them, where a group send costs two even to an empty group.
+  them, where a group send costs two even to an empty group. It waits at most
+  ``direct.LOOK_TIMEOUT`` for Redis; if Redis does not answer, events are
+  dropped for ``QUIET`` seconds (nobody could receive them anyway).
 - every callable named in ``CQ_NOTIFIERS``, called ``notify(task_id, event)``
   in the process that made the change; an error is logged, never raised.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,15 +110,32 @@ def publish(events: list[dict[str, Any]]) -> None:
     sends = [(group, {"type": "cq.event", **event}) for event in events
              for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL)]
     way = direct.of(layer)
-    if way is not None:  # on Redis: only to the groups somebody is in (one round trip to learn which)
-        try:
-            listened = way.groups_with_members(group for group, _message in sends)
-        except Exception as error:
-            logger.warning("Could not send task events: %s: %s", type(error).__name__, error)
-            return
-        sends = [(group, message) for group, message in sends if group in listened]
+    if way is not None:  # on Redis: only to the groups somebody is in
+        sends = _listened(way, sends)
     if sends:
         doorbell.start(_send(layer, sends)).add_done_callback(_log_failure)
+
+
+#: When the events layer's Redis did not answer a look for listeners within LOOK_TIMEOUT, events
+#: are dropped for this many seconds: a worker then waits on it once in that time, at most.
+QUIET = 5.0
+_quiet_until = 0.0
+
+
+def _listened(way: direct.Direct, sends: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Those of ``sends`` whose group has a member, found in one round trip (a group send costs
+    two, even to an empty group)."""
+    global _quiet_until
+    if time.monotonic() < _quiet_until:
+        return []
+    try:
+        listened = way.groups_with_members(group for group, _message in sends)
+    except Exception as error:
+        _quiet_until = time.monotonic() + QUIET
+        logger.warning("Could not reach the events layer (%s: %s); dropping task events for %.0f s.",
+                       type(error).__name__, error, QUIET)
+        return []
+    return [(group, message) for group, message in sends if group in listened]
 
 
 async def _send(layer: Any, sends: list[tuple[str, dict[str, Any]]]) -> None:

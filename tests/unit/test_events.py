@@ -127,3 +127,31 @@ async def _after_the_sends_so_far():
 
     async with _in_order():
         return None
+
+
+def test_an_events_redis_that_never_answers_holds_up_no_worker(settings, drain, monkeypatch, caplog):
+    import socket
+    import time
+
+    from cq.transport import direct, events
+
+    silent = socket.socket()  # accepts connections (the kernel does) and never answers: a partition
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(direct, "LOOK_TIMEOUT", 0.6)
+    monkeypatch.setattr(events, "_quiet_until", 0.0)  # and put back as it was after the test
+    settings.CHANNEL_LAYERS = {**settings.CHANNEL_LAYERS, "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [f"redis://127.0.0.1:{silent.getsockname()[1]}"]}}}
+    try:
+        task = tasks.add.delay(1, 2)
+        began = time.monotonic()
+        assert drain() == 1
+        took = time.monotonic() - began
+        assert task.wait().status == Task.STATUS_SUCCESS
+    finally:
+        silent.close()
+    # The first event (QUEUED, at .delay()) waited one LOOK_TIMEOUT and found Redis silent: the
+    # worker's two then waited for nothing, and the warning was given once.
+    assert took < 0.5, f"the worker waited {took:.1f} s on the events layer"
+    assert caplog.text.count("dropping task events for 5 s") == 1
