@@ -70,10 +70,8 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
     params.append(meta.pk.get_db_prep_value(pk, connection))
     params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items()
                   if value is not None)
-    with statements.cursor(connection) as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else tuple(row)
+    rows = statements.run(connection, sql, params)
+    return tuple(rows[0]) if rows else None
 
 
 _statements: dict[tuple[Any, ...], str] = {}

@@ -4,7 +4,7 @@ Django compiles a query's SQL again on every call, and its psycopg cursors bind 
 the client, so PostgreSQL parses and plans every statement anew: planning cq's claim (an UPDATE
 of a table with a dozen partial indexes) cost PostgreSQL more CPU than running it. The
 statements each task passes through (the insert of ``.delay()``, the claim, the outcome) are
-built once per shape by their owners, and run through :func:`cursor`: on PostgreSQL with
+built once per shape by their owners, and run through :func:`run`: on PostgreSQL with
 psycopg 3, a cursor that binds on the server and prepares each statement once per connection
 (Django leaves psycopg's automatic preparation off). Behind a pooler that cannot keep prepared
 statements (PgBouncer before 1.21 in transaction mode), set ``CQ_PREPARED_STATEMENTS = False``.
@@ -16,6 +16,7 @@ usual cursor is used, so that the log shows each statement with its values.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,17 +28,37 @@ from ..conf import settings
 M = TypeVar("M", bound=Model)
 
 
-def cursor(connection: Any) -> CursorWrapper:
-    """A cursor of ``connection`` that prepares its statements where it can (see above)."""
+def run(connection: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run one of cq's statements on ``connection`` and return its rows (none for a statement
+    that returns none), through a cursor that prepares it where it can (see above). That cursor
+    is made once per database connection and kept: making one cost a fifth of a statement."""
     if (connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg"
             or connection.queries_logged or not settings.PREPARED_STATEMENTS):
-        return connection.cursor()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
     connection.ensure_connection()
+    kept = _kept.get(connection.connection)
+    if kept is None or kept[1] != connection.timezone_name or kept[0].closed:
+        kept = _kept[connection.connection] = (_preparing_cursor(connection), connection.timezone_name)
+    connection.validate_thread_sharing()
+    cursor = CursorWrapper(kept[0], connection)  # Django's: execute_wrapper hooks and error wrapping
+    cursor.execute(sql, params)
+    return cursor.fetchall() if kept[0].description else []
+
+
+#: The preparing cursor of each psycopg connection, and the time zone it was made for.
+_kept: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
+
+
+def _preparing_cursor(connection: Any) -> Any:
+    """A new cursor of ``connection``'s psycopg connection, made by Django (its time zone) as a
+    :func:`_preparing` one."""
     raw = connection.connection
     factory = raw.cursor_factory
     raw.cursor_factory = _preparing()
     try:
-        return connection.cursor()
+        return connection.create_cursor()
     finally:
         raw.cursor_factory = factory
 
@@ -101,8 +122,7 @@ def insert(row: Model, connection: Any) -> None:
         sql = _inserts[key] = (f"INSERT INTO {quote(meta.db_table)} "
                                f"({', '.join(quote(str(fields[i].column)) for i in present)}) "
                                f"VALUES ({', '.join(['%s'] * len(present))})")
-    with cursor(connection) as c:
-        c.execute(sql, params)
+    run(connection, sql, params)
     row._state.adding, row._state.db = False, connection.alias
 
 
@@ -127,9 +147,7 @@ def plain(model: type[Model]) -> bool:
 def fetch(model: type[M], connection: Any, sql: str, params: list[Any]) -> list[M]:
     """Run ``sql``, whose rows hold every concrete field of ``model`` in order (a ``RETURNING``
     of them all), and return them as instances, their values converted as the ORM would."""
-    with cursor(connection) as c:
-        c.execute(sql, params)
-        rows = c.fetchall()
+    rows = run(connection, sql, params)
     if not rows:
         return []
     names, converters = _loading(model, connection)

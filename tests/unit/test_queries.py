@@ -212,3 +212,18 @@ def test_the_statements_of_every_task_are_prepared_once_per_connection(worker, s
     insert = [sql for sql in kept if sql.startswith('INSERT INTO "cq_task"')]
     assert (len(claim) >= 1 and len(insert) == 1) if prepared else kept == [], kept
     assert connection.connection.prepare_threshold is None  # Django's own cursors still prepare nothing
+
+
+@pytest.mark.postgres  # the kept, preparing cursor is PostgreSQL's
+def test_the_kept_cursor_follows_its_connection_across_a_reconnect(worker):
+    from cq.engine import statements
+
+    first = tasks.noop.delay()
+    worker.run_once(0)
+    kept = statements._kept.get(connection.connection)
+    assert kept is not None
+    connection.close()  # as after an error, or a database restart
+    second = tasks.noop.delay()
+    worker.run_once(0)
+    assert [first.wait().status, second.wait().status] == [Task.STATUS_SUCCESS] * 2
+    assert statements._kept[connection.connection][0] is not kept[0]

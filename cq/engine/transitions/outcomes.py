@@ -162,10 +162,8 @@ def succeed_many(runs: list[tuple[Task, Any]], *, alone: bool = False) -> list[t
               [task.pk for task, _ in runs], [task.attempt for task, _ in runs],
               [result.get_db_prep_save(value, connection) for _, value in runs], expiries,
               TaskStatus.RUNNING]
-    with statements.cursor(connection) as cursor:
-        cursor.execute(statements.sql(connection, ("succeed_many", alone), functools.partial(_succeeding, alone)),
-                       params)
-        written = {_uuid(pk): (parent, has_next) for pk, parent, has_next in cursor.fetchall()}
+    sql = statements.sql(connection, ("succeed_many", alone), functools.partial(_succeeding, alone))
+    written = {_uuid(pk): (parent, has_next) for pk, parent, has_next in statements.run(connection, sql, params)}
     left = []
     for (task, value), expiry in zip(runs, expiries, strict=True):
         if task.pk not in written:
