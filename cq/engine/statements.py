@@ -44,7 +44,10 @@ def run(connection: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     connection.validate_thread_sharing()
     cursor = CursorWrapper(kept[0], connection)  # Django's: execute_wrapper hooks and error wrapping
     cursor.execute(sql, params)
-    return cursor.fetchall() if kept[0].description else []
+    # Whether it returns rows, from libpq: the cursor's description would build a column object
+    # for each of a claim's 34 columns, which cost as much as the rest of this function.
+    result = kept[0].pgresult
+    return cursor.fetchall() if result is not None and result.nfields else []
 
 
 #: The preparing cursor of each psycopg connection, and the time zone it was made for.
