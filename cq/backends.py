@@ -25,7 +25,8 @@ import functools
 from dataclasses import replace
 from typing import Any
 
-from django.core import signing
+from django.apps import apps
+from django.core import checks, signing
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -108,6 +109,16 @@ class CQBackend(BaseTaskBackend):
                 raise ImproperlyConfigured(f"TASKS[{alias!r}]['QUEUES']: {queue!r} is not a cq queue name "
                                            f"({validation.QUEUE_RULE}).")
 
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """Django's checks of this backend: cq must be an installed app (its models, its worker)."""
+        found = list(super().check(**kwargs))
+        if not apps.is_installed("cq"):
+            found.append(checks.Error(
+                f"TASKS[{self.alias!r}] uses cq.backends.CQBackend, but cq is not an installed app.",
+                hint="Add 'cq' to INSTALLED_APPS (and run migrate): cq keeps each task in its table.",
+                obj=self, id="cq.E002"))
+        return found
+
     def validate_task(self, task: DjangoTask[Any, Any]) -> None:
         super().validate_task(task)
         if not validation.is_queue_name(task.queue_name):
@@ -130,6 +141,10 @@ class CQBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         self.validate_task(task)  # and registers it, as its decorator did
+        # Django's own normalisation first, as its backends do: bytes become text, tuples lists,
+        # and a value JSON cannot hold (a datetime) raises TypeError; cq's checks (NaN, NUL,
+        # what PostgreSQL refuses) come after, in delay_args.
+        args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
         fn = registry.require(task.module_path)
         options: dict[str, Any] = {"queue": task.queue_name, "priority": task.priority,
                                    "fields": {FIELD: {"path": _signer().sign(task.module_path)}}}

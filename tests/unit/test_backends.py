@@ -304,3 +304,26 @@ def test_djangos_own_checks_of_a_task_still_apply(settings):
     with pytest.raises(InvalidTask, match="not a cq queue name"):
         jobs.noop.using(queue_name="Bad Queue")
     assert Task.objects.get(pk=jobs.noop.using(queue_name="any-queue").enqueue().id).queue == "any-queue"
+
+
+def test_arguments_are_normalised_as_djangos_backends_do():
+    with pytest.raises(TypeError):  # Django's own error for a value JSON cannot hold
+        jobs.noop.enqueue(timedelta(seconds=1))
+    assert not Task.objects.exists()
+    result = jobs.noop.enqueue(b"bytes", ("a", "tuple"), key=b"value")
+    assert (result.args, result.kwargs) == (["bytes", ["a", "tuple"]], {"key": "value"})
+    row = Task.objects.get()
+    assert (row.args, row.kwargs) == (["bytes", ["a", "tuple"]], {"key": "value"})
+
+
+def test_the_backend_check_says_when_cq_is_not_an_installed_app(settings):
+    from django.test import override_settings
+
+    from cq.backends import CQBackend
+
+    assert CQBackend("default", {}).check() == []
+    without = [app for app in settings.INSTALLED_APPS if app != "cq"]
+    with override_settings(INSTALLED_APPS=without):
+        errors = CQBackend("default", {}).check()
+    assert [error.id for error in errors] == ["cq.E002"]
+    assert "Add 'cq' to INSTALLED_APPS" in errors[0].hint
