@@ -23,13 +23,15 @@ class CqConfig(AppConfig):
         # app loading: the engine and the workflows import the task model, loaded only now. The
         # model's and task functions' django-cq verbs reach them through cq.verbs, filled here.
         from .engine import dispatch, inline, logs, metadata
+        from .scheduling import firing
         from .workflows import errbacks, signatures, trees
 
         verbs.install(verbs.Verbs(
             submit=dispatch.submit, wait=dispatch.wait, revoke=trees.revoke, subtask=trees.subtask,
             chain=trees.chain, errorback=errbacks.errorback, update=metadata.update, progress=metadata.progress,
             rerun=dispatch.rerun, log=logs.log, tree_logs=logs.tree_logs, delay=dispatch.delay,
-            delay_many=dispatch.delay_many, run_inline=inline.run_inline, signature=signatures.signature))
+            delay_many=dispatch.delay_many, run_inline=inline.run_inline, signature=signatures.signature,
+            submit_repeating=firing.submit, update_next_run=firing.update_next_run))
         # Register every installed app's task functions, cq's own (cq.tasks) included.
         autodiscover_modules("tasks")
         # A project on Django's Tasks framework: the backend finds Django tasks outside tasks.py

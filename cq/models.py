@@ -325,6 +325,16 @@ class RepeatingTask(models.Model):
             reschedule(self)
         super().save(*args, **kwargs)
 
+    def submit(self) -> AbstractTask | None:
+        """Run it now, outside its schedule, as django-cq did: ``None`` while an earlier run is
+        active and it coalesces; otherwise the task queued, with ``last_run`` set and ``next_run``
+        moved to the crontab's first slot after now."""
+        return verbs.engine().submit_repeating(self, timezone.now())
+
+    def update_next_run(self) -> None:
+        """Set ``next_run`` (without saving it) to the crontab's first slot after now."""
+        verbs.engine().update_next_run(self, timezone.now())
+
     @classmethod
     def schedule(cls, crontab: str, func: Callable[..., Any] | str, args: Iterable[Any] = (),
                  kwargs: dict[str, Any] | None = None, **fields: Any) -> RepeatingTask:

@@ -40,6 +40,9 @@ class Verbs:
     delay_many: Callable[..., list[Any]]
     run_inline: Callable[..., Any]
     signature: Callable[..., Any]
+    # Of a repeating task (cq.models.RepeatingTask): rt.submit(), rt.update_next_run()
+    submit_repeating: Callable[..., Any]
+    update_next_run: Callable[..., None]
 
 
 _installed: Verbs | None = None

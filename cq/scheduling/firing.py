@@ -50,7 +50,7 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         if registry.find(rt.func_name) is None:
             logger.error("Skipping %s at %s: no task function is registered as %r.", rt, slot, rt.func_name)
             return None
-        if rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists():
+        if coalesced(rt):
             logger.info("Skipping %s at %s: an earlier run is still active.", rt, slot)
             return None
         try:
@@ -58,6 +58,31 @@ def fire(rt: RepeatingTask, now: datetime) -> Task | None:
         except InvalidTask as error:  # a row written around its validation: it would fail every tick
             logger.error("Skipping %s at %s: %s", rt, slot, error)
             return None
+
+
+def coalesced(rt: RepeatingTask) -> bool:
+    """Whether ``rt`` skips a run now: it coalesces, and a run of its function is still active."""
+    return rt.coalesce and Task.objects.filter(func_name=rt.func_name, status__in=STILL_RUNNING).exists()
+
+
+def submit(rt: RepeatingTask, now: datetime) -> Task | None:
+    """Run ``rt`` now, outside its schedule (django-cq's ``RepeatingTask.submit()``): ``None``
+    while it coalesces (:func:`coalesced`); otherwise its run is queued, ``last_run`` set, and
+    ``next_run`` moved to the crontab's first slot after now."""
+    if coalesced(rt):
+        logger.info("Not submitting %s: an earlier run is still active.", rt)
+        return None
+    with transaction.atomic():
+        task = launch(rt, now)
+        update_next_run(rt, now)
+        RepeatingTask.objects.filter(pk=rt.pk).update(next_run=rt.next_run)
+    return task
+
+
+def update_next_run(rt: RepeatingTask, now: datetime) -> None:
+    """Set (not save) ``rt.next_run``: the crontab's first slot after ``now`` in its time zone, or
+    ``None`` while it is disabled."""
+    rt.next_run = next_fire(rt.crontab, rt.timezone, now) if rt.enabled else None
 
 
 def launch(rt: RepeatingTask, now: datetime) -> Task:

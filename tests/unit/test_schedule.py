@@ -128,6 +128,35 @@ def test_coalescing_task_does_not_launch_while_an_earlier_run_is_active(drain):
     assert Task.objects.filter(func_name="tests.testapp.tasks.noop").count() == 2
 
 
+def test_submit_runs_a_repeating_task_now_and_moves_its_next_run_as_django_cq_did(drain):
+    rt = schedule_task(RepeatingTask, "0 3 * * *", tasks.add, args=(2, 3), timezone="UTC", result_ttl=60)
+    RepeatingTask.objects.filter(pk=rt.pk).update(next_run=timezone.now() - timedelta(days=2))  # stale
+    rt.refresh_from_db()
+    before = timezone.now()
+    task = rt.submit()
+    assert task is not None and (task.func_name, task.args, task.result_ttl) == (rt.func_name, [2, 3], 60)
+    saved = RepeatingTask.objects.get(pk=rt.pk)
+    assert saved.last_run >= before and saved.last_task_id == task.pk
+    assert saved.next_run == rt.next_run > before  # the next 03:00 UTC after now, saved
+    assert (saved.next_run.hour, saved.next_run.minute) == (3, 0) and saved.next_run - before <= timedelta(days=1)
+    assert rt.submit() is None  # coalesced: the first run is still queued
+    assert Task.objects.filter(func_name=rt.func_name).count() == 1
+    drain()
+    assert task.wait().result == 5
+    rt.coalesce = False
+    assert rt.submit() is not None and rt.submit() is not None  # without coalescing, every call runs
+    assert Task.objects.filter(func_name=rt.func_name).count() == 3
+
+
+def test_update_next_run_sets_the_next_slot_without_saving_it():
+    rt = schedule_task(RepeatingTask, "30 * * * *", tasks.noop, timezone="UTC")
+    RepeatingTask.objects.filter(pk=rt.pk).update(next_run=None)
+    rt.refresh_from_db()
+    rt.update_next_run()
+    assert rt.next_run.minute == 30 and rt.next_run > timezone.now()
+    assert RepeatingTask.objects.get(pk=rt.pk).next_run is None  # set, not saved (django-cq's way)
+
+
 def test_delayed_task_does_not_run_before_its_time(drain):
     task = tasks.add.delay_args((1, 1), countdown=3600)
     assert drain() == 0
