@@ -233,6 +233,11 @@ class AbstractTask(models.Model):
         """Set metadata of your own (``fields=``) and store it at once."""
         verbs.engine().update(self, fields=fields)
 
+    def retry(self) -> None:
+        """Queue it again, as the same row, if it is a top-level task that ended FAILURE or LOST
+        (django-cq's ``retry()``); raises ``InvalidTask`` otherwise."""
+        verbs.engine().retry(self)
+
     def rerun(self) -> AbstractTask:
         """Queue a new top-level task with this one's function, arguments, fields and options."""
         return verbs.engine().rerun(self)
@@ -392,4 +397,12 @@ class RateLimit(models.Model):
 def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
           **options: Any) -> Task:
     """django-cq's ``cq.models.delay``: the same as ``func.delay_args(args, kwargs, **options)``."""
+    return verbs.engine().delay(func, args, kwargs, **options)
+
+
+def chain(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+          **options: Any) -> Task:
+    """django-cq's ``cq.models.chain``: a task that runs once ``previous=`` has succeeded (it reads
+    that task's result as ``cqt.previous.result``; with no ``previous``, a plain :func:`delay`);
+    its parent is the previous task's unless ``parent=`` says otherwise."""
     return verbs.engine().delay(func, args, kwargs, **options)

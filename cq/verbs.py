@@ -33,6 +33,7 @@ class Verbs:
     update: Callable[..., None]
     progress: Callable[..., None]
     rerun: Callable[..., Any]
+    retry: Callable[..., None]
     log: Callable[..., None]
     tree_logs: Callable[..., list[dict[str, Any]]]
     # Of a task function (cq.registry.TaskFunction), and cq.models.delay

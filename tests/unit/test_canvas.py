@@ -237,3 +237,23 @@ def test_failure_codes_sort_before_unfinished_ones():
 
     unfinished = set(TaskStatus) - set(ERROR) - {TaskStatus.SUCCESS}
     assert max(ERROR) < min(unfinished)
+
+
+def test_django_cqs_module_chain_and_task_retry(drain):
+    from cq.models import chain
+
+    first = tasks.add.delay(1, 2)
+    second = chain(tasks.add_previous, (4,), previous=first)
+    assert Task.objects.get(pk=second.pk).status == Task.STATUS_PENDING  # waits for first
+    drain()
+    assert second.wait().result == 7
+    with pytest.raises(InvalidTask, match="only a top-level task that ended Failure or Lost"):
+        first.retry()  # it succeeded: rerun() would queue a copy
+    failed = tasks.failing.delay("once")
+    drain()
+    assert failed.wait().status == Task.STATUS_FAILURE
+    failed.retry()
+    failed.refresh_from_db()
+    assert (failed.status, failed.retries) == (Task.STATUS_QUEUED, 1)
+    drain()
+    assert failed.wait().status == Task.STATUS_FAILURE  # ran again, as the same row
