@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from . import verbs
 from .conf import settings
-from .exceptions import DuplicateSubmitError as DuplicateSubmitError  # django-cq imported it from here
+from .exceptions import CQError as CQError  # django-cq code imports these two from here
+from .exceptions import DuplicateSubmitError as DuplicateSubmitError
 from .fields import Progress as Progress
 from .fields import ProgressField as ProgressField  # migrations name cq.models.ProgressField
 from .scheduling.cron import validate_crontab, validate_timezone
@@ -234,8 +235,7 @@ class AbstractTask(models.Model):
         verbs.engine().update(self, fields=fields)
 
     def retry(self) -> None:
-        """Queue it again, as the same row, if it is a top-level task that ended FAILURE or LOST
-        (django-cq's ``retry()``); raises ``InvalidTask`` otherwise."""
+        """Queue again, as the same row, a top-level task that ended FAILURE or LOST."""
         verbs.engine().retry(self)
 
     def rerun(self) -> AbstractTask:
@@ -246,13 +246,7 @@ class AbstractTask(models.Model):
     def tree_progress(self) -> dict[str, Any]:
         """This task's own progress while it runs; once it waits on subtasks, how many of them
         have finished (``current``) out of how many (``total``)."""
-        if self.status != TaskStatus.WAITING:
-            return dict(self.progress)
-        counts = dict(type(self)._default_manager.filter(parent=self.pk).values_list("status")
-                      .annotate(n=models.Count("pk")).values_list("status", "n"))
-        total, done = sum(counts.values()), sum(n for status, n in counts.items() if status in DONE)
-        percent = round(done / total * 100, 1) if total else None
-        return {"current": done, "total": total, "percent": percent, "message": None}
+        return verbs.engine().tree_progress(self)
 
     def log(self, message: str, level: int = logging.INFO, publish: bool = True, limit: int | None = None) -> None:
         """Record a log line on this task; it rolls up to the top-level task."""
@@ -331,9 +325,8 @@ class RepeatingTask(models.Model):
         super().save(*args, **kwargs)
 
     def submit(self) -> AbstractTask | None:
-        """Run it now, outside its schedule, as django-cq did: ``None`` while an earlier run is
-        active and it coalesces; otherwise the task queued, with ``last_run`` set and ``next_run``
-        moved to the crontab's first slot after now."""
+        """Run it now, outside its schedule (``None`` while it coalesces with an active run), and
+        move ``next_run`` to the crontab's first slot after now, as django-cq did."""
         return verbs.engine().submit_repeating(self, timezone.now())
 
     def update_next_run(self) -> None:
@@ -402,7 +395,6 @@ def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict
 
 def chain(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
           **options: Any) -> Task:
-    """django-cq's ``cq.models.chain``: a task that runs once ``previous=`` has succeeded (it reads
-    that task's result as ``cqt.previous.result``; with no ``previous``, a plain :func:`delay`);
-    its parent is the previous task's unless ``parent=`` says otherwise."""
+    """django-cq's ``cq.models.chain``: a task run once ``previous=`` has succeeded (it reads
+    ``cqt.previous.result``), under the previous task's parent unless ``parent=`` is given."""
     return verbs.engine().delay(func, args, kwargs, **options)

@@ -32,6 +32,7 @@ class Verbs:
     errorback: Callable[..., None]
     update: Callable[..., None]
     progress: Callable[..., None]
+    tree_progress: Callable[..., dict[str, Any]]
     rerun: Callable[..., Any]
     retry: Callable[..., None]
     log: Callable[..., None]

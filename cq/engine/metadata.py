@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import DatabaseError, connections, router
+from django.db.models import Count
 
 from .. import validation
 from ..conf import settings
 from ..exceptions import InvalidTask
-from ..models import AbstractTask, TaskStatus, get_task_model
+from ..models import DONE, AbstractTask, TaskStatus, get_task_model
 from ..transport import events
 from .returning import update_row
 
@@ -171,3 +172,15 @@ def _drop_aside() -> None:
             connection.close()
         except DatabaseError:
             pass
+
+
+def tree_progress(task: Any) -> dict[str, Any]:
+    """``task.tree_progress``: its own progress while it runs; once it waits on subtasks, how
+    many of them have finished (``current``) out of how many (``total``)."""
+    if task.status != TaskStatus.WAITING:
+        return dict(task.progress)
+    counts = dict(type(task)._default_manager.filter(parent=task.pk).values_list("status")
+                  .annotate(n=Count("pk")).values_list("status", "n"))
+    total, done = sum(counts.values()), sum(n for status, n in counts.items() if status in DONE)
+    percent = round(done / total * 100, 1) if total else None
+    return {"current": done, "total": total, "percent": percent, "message": None}

@@ -257,3 +257,13 @@ def test_django_cqs_module_chain_and_task_retry(drain):
     assert (failed.status, failed.retries) == (Task.STATUS_QUEUED, 1)
     drain()
     assert failed.wait().status == Task.STATUS_FAILURE  # ran again, as the same row
+
+
+def test_django_cqs_import_paths_still_work():
+    from cq.decorators import task as decorator
+    from cq.models import CQError, DuplicateSubmitError, RepeatingTask, Task, chain, delay, schedule_task
+    from cq.tasks import retry_tasks
+
+    assert issubclass(DuplicateSubmitError, CQError)
+    assert callable(decorator) and callable(chain) and callable(delay) and callable(schedule_task)
+    assert hasattr(RepeatingTask, "submit") and hasattr(Task, "retry") and retry_tasks.name == "cq.tasks.retry_tasks"
