@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import registry, validation
+from ..engine.metadata import own_columns
 from ..engine.transitions import queueing
 from ..exceptions import CQError, InvalidTask, TaskNotRegistered
 from ..models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
@@ -191,13 +192,19 @@ def retry(request: HttpRequest, task_id: str) -> dict[str, Any]:
 
 @endpoint("POST")
 def rerun(request: HttpRequest, task_id: str) -> dict[str, Any]:
-    return {"task": as_json(_find(request, task_id).rerun())}
+    found = _find(request, task_id)
+    _may_create(request)  # a re-run is a new task
+    return {"task": as_json(found.rerun())}
 
 
-def _create(request: HttpRequest) -> Any:
+def _may_create(request: HttpRequest) -> None:
     Task = get_task_model()
     if not (request.user.is_staff or request.user.has_perm(f"{Task._meta.app_label}.add_{Task._meta.model_name}")):
         raise Refused(403, "forbidden", "Creating tasks takes staff or the permission to add tasks.")
+
+
+def _create(request: HttpRequest) -> Any:
+    _may_create(request)
     body = _body(request)
     name = body.get("func_name")
     if not isinstance(name, str):
@@ -211,10 +218,36 @@ def _create(request: HttpRequest) -> Any:
                                       f"the API takes {', '.join(sorted(OPTIONS))}.")
     if options.get("eta") is not None:
         options["eta"] = _moment("eta", options["eta"])
+    options["fields"] = _own_columns(request, options.get("fields"))
     try:
         return registry.require(name).delay_args(args, kwargs, **options)
     except InvalidTask as error:
         raise Refused(400, "invalid", str(error)) from None
+
+
+def _own_columns(request: HttpRequest, fields: Any) -> Any:
+    """``options.fields`` as the API lets a user give them: the task model's own columns (an
+    ``owner``, an ``organisation``) only from staff, each cleaned as a form would (a 400 when
+    bad); and on a model with an ``owner``, the requesting user unless staff named another."""
+    if fields is not None and not isinstance(fields, dict):
+        raise Refused(400, "invalid", "options.fields is a JSON object.")
+    fields = dict(fields or {})
+    columns = own_columns()
+    given = sorted(columns[key] for key in fields if key in columns)
+    if given and not request.user.is_staff:
+        raise Refused(403, "forbidden", f"Only staff may set the task model's own column(s) {', '.join(given)} "
+                                        f"through the API.")
+    model = get_task_model()
+    for key in [key for key in fields if key in columns]:
+        field: Any = model._meta.get_field(columns[key])
+        try:
+            value = field.clean(fields.pop(key), model())
+        except ValidationError as error:
+            raise Refused(400, "invalid", f"options.fields[{key!r}]: {' '.join(error.messages)}") from None
+        fields[field.attname] = value  # a foreign key's is the id, as clean() gives it
+    if "owner" in columns and not any(columns.get(key) == "owner" for key in fields):
+        fields["owner_id"] = request.user.pk
+    return fields or None
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:

@@ -182,3 +182,19 @@ def test_workers_record_heartbeats(start_worker):
     assert all(w.alive and w.queues == ["default"] for w in Worker.objects.filter(name__in=first_beats))
     assert worker.stop() == 0, worker.output
     assert all(not w.alive for w in Worker.objects.filter(name__in=first_beats))
+
+
+def test_a_django_task_whose_worker_is_killed_ends_failed_with_task_lost(start_worker):
+    # Where cq differs from django-tasks' database backend on purpose (README): the task of a
+    # killed worker does not stay RUNNING; Django's API reads it FAILED, its error cq's TaskLost.
+    from tests.testapp import jobs
+
+    worker = start_worker("-c", "1", settings=FAST)
+    result = jobs.sleeps.enqueue(60)
+    task = running(Task.objects.get(pk=result.id))
+    os.kill(pid_of(task.worker), signal.SIGKILL)
+    eventually(lambda: Task.objects.filter(pk=task.pk, status=Task.STATUS_LOST).exists(), 15, "LOST")
+    result.refresh()
+    assert result.status.name == "FAILED"
+    assert result.errors[-1].exception_class_path == "cq.exceptions.TaskLost"
+    assert worker.stop() == 0, worker.output

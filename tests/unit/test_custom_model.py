@@ -75,3 +75,54 @@ def test_a_projects_task_model_needs_no_new_migration_of_cq():
     from django.core.management import call_command
 
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits non-zero on a change
+
+
+def _post(client, url, body):
+    import json
+
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+def _creator(owned, username):
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create(username=username)
+    user.user_permissions.add(Permission.objects.get(codename=f"add_{owned._meta.model_name}"))
+    return user
+
+
+def test_the_api_sets_the_owner_to_the_requester_and_lets_only_staff_set_the_models_columns(owned, client):
+    ann, bob = _creator(owned, "ann"), User.objects.create(username="bob")
+    client.force_login(ann)
+    created = _post(client, "/cq/api/tasks/", {"func_name": tasks.add.name, "args": [1, 2]})
+    assert created.status_code == 201, created.content
+    mine = owned.objects.get(pk=created.json()["task"]["id"])
+    assert mine.owner == ann
+    assert client.get(f"/cq/api/tasks/{mine.pk}/").status_code == 200  # the creator sees her own task
+    for fields in ({"owner": bob.pk}, {"owner_id": bob.pk}, {"organisation": "another tenant"}):
+        refused = _post(client, "/cq/api/tasks/", {"func_name": tasks.add.name, "args": [1, 2],
+                                                   "options": {"fields": fields}})
+        assert refused.status_code == 403 and "Only staff" in refused.json()["error"]["message"], fields
+    assert owned.objects.count() == 1
+    client.force_login(User.objects.create(username="staff", is_staff=True))
+    given = _post(client, "/cq/api/tasks/", {"func_name": tasks.add.name, "args": [1, 2],
+                                             "options": {"fields": {"owner": bob.pk, "organisation": "acme"}}})
+    assert given.status_code == 201
+    assert owned.objects.filter(pk=given.json()["task"]["id"], owner=bob, organisation="acme").exists()
+    for bad in ({"owner": 10 ** 9}, {"owner": "not a user"}, {"organisation": "x" * 101}):
+        response = _post(client, "/cq/api/tasks/", {"func_name": tasks.add.name, "options": {"fields": bad}})
+        assert response.status_code == 400, (bad, response.content)
+    assert owned.objects.count() == 2
+
+
+def test_re_running_through_the_api_takes_the_permission_to_create(owned, client):
+    cat = User.objects.create(username="cat")
+    theirs = tasks.add.using(fields={"owner": cat}).delay(1, 2)
+    client.force_login(cat)  # sees her own task, may not create tasks
+    assert client.get(f"/cq/api/tasks/{theirs.pk}/").status_code == 200
+    assert _post(client, f"/cq/api/tasks/{theirs.pk}/rerun/", {}).status_code == 403
+    client.force_login(_creator(owned, "dan"))
+    assert "may not see" in _post(client, f"/cq/api/tasks/{theirs.pk}/rerun/", {}).json()["error"]["message"]
+    cat.user_permissions.add(*_creator(owned, "eve").user_permissions.all())
+    client.force_login(cat)
+    assert _post(client, f"/cq/api/tasks/{theirs.pk}/rerun/", {}).status_code == 201
