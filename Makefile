@@ -66,6 +66,7 @@ test-django6: faketime
 	  $(VENV6)/bin/pip install -q --upgrade pip && \
 	  $(VENV6)/bin/pip install -q -e '.[dev]' 'Django>=6.1,<6.2' && touch $(VENV6)/.installed )
 	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest --ignore=tests/browser -m 'not soak and not custom_model and not demo' $(PYTEST_ARGS)
+	CQ_TEST_DATABASE=postgres $(VENV6)/bin/python -m pytest --ds=tests.settings_custom -m custom_model $(PYTEST_ARGS)
 
 test-soak: install
 	CQ_TEST_DATABASE=postgres $(PY) -m pytest -m soak -s $(PYTEST_ARGS)
