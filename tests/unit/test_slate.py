@@ -62,3 +62,17 @@ def test_what_a_spawned_process_wrote_is_read_after_it_exited():
     reading = slate.read()
     assert (reading.running, reading.processed) == ((str(task_id),), 1)
     assert reading.deadline is not None
+
+
+def test_a_task_whose_start_was_cut_short_by_a_kill_reads_as_not_started():
+    # The process died after writing the id but before the store that makes the slot count:
+    # the task had not begun, and its supervisor puts it back rather than ending it LOST.
+    slate = Slate()
+    slot = slate.shared.slots[0]
+    slot.id[:] = uuid.uuid4().bytes
+    slot.order = 1
+    assert slate.read() == Reading()
+
+
+def test_reading_takes_no_lock_a_killed_writer_could_hold():
+    assert not hasattr(Slate().shared, "get_lock")
