@@ -352,8 +352,12 @@ def main() -> int:
     commit = os.environ.get("BENCH_BASELINE")
     if commit:
         with tempfile.TemporaryDirectory() as scratch:
-            tree = baseline_tree(commit, Path(scratch))
-            for name, settings_module in CONFIGS.items():
+            try:
+                tree = baseline_tree(commit, Path(scratch))
+            except (OSError, subprocess.CalledProcessError) as error:  # not a git checkout, or no such commit
+                say(f"baseline: skipped, commit {commit} could not be read ({error})")
+                commit = ""
+            for name, settings_module in CONFIGS.items() if commit else ():
                 say(f"baseline, {name}: the one-producer run on commit {commit}'s cq")
                 found[f"baseline-{name}"] = run_config(settings_module, "--only-producer", cq_from=tree,
                                                        BENCH_TASKS=os.environ.get("BENCH_BASELINE_TASKS", "1000"))
