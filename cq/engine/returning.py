@@ -8,7 +8,7 @@ databases fall back to an update and a select.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from django.db import connections
@@ -56,25 +56,22 @@ def update_row(model: type[M], pk: Any, guard: dict[str, Any], values: dict[str,
         return model._default_manager.using(using).filter(pk=pk).values_list(*fields).get()
     meta = model._meta
     columns = tuple(values), tuple((name, value is None) for name, value in guard.items()), tuple(fields)
-    sql = _statements.get((using, model, columns))
-    if sql is None:
-        quote = connection.ops.quote_name
+
+    def build(quote: Callable[[str], str]) -> str:
         assignments = ", ".join(f"{quote(_column(model, name))} = %s" for name in values)
         conditions = " AND ".join([f"{quote(str(meta.pk.column))} = %s", *(
             f"{quote(_column(model, name))} {'IS NULL' if value is None else '= %s'}"
             for name, value in guard.items())])
         returning = ", ".join(quote(_column(model, name)) for name in fields)
-        sql = _statements[(using, model, columns)] = (
-            f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions} RETURNING {returning}")
+        return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions} RETURNING {returning}"
+
+    sql = statements.sql(connection, ("update_row", model, columns), build)
     params = [_field(model, name).get_db_prep_save(value, connection) for name, value in values.items()]
     params.append(meta.pk.get_db_prep_value(pk, connection))
     params.extend(_field(model, name).get_db_prep_save(value, connection) for name, value in guard.items()
                   if value is not None)
     rows = statements.run(connection, sql, params)
     return tuple(rows[0]) if rows else None
-
-
-_statements: dict[tuple[Any, ...], str] = {}
 
 
 def _field(model: type[Model], name: str) -> Field[Any, Any]:

@@ -8,9 +8,10 @@ are then admitted, or put back, by ``cq.engine.limits``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -101,25 +102,23 @@ _WANTED = {
 }
 
 
-_claims: dict[tuple[str, str], str] = {}
-
-
 def _claim_locked(wanted: str, params: list[Any], worker: str) -> list[Task]:
     """Claim the rows ``_WANTED[wanted]`` finds, skipping those another transaction holds locked,
     in one statement (so with no transaction and COMMIT of its own). ``started`` is the
     database's time, and ``attempt`` counts the claim."""
     connection = connections[router.db_for_write(Task)]
-    sql = _claims.get((connection.alias, wanted))
-    if sql is None:
-        quote, meta = connection.ops.quote_name, Task._meta
-        column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
-        column["id"], table = quote(str(meta.pk.column)), quote(meta.db_table)
-        sql = _claims[(connection.alias, wanted)] = (
-            f"UPDATE {table} SET {column['status']} = %s, {column['started']} = STATEMENT_TIMESTAMP(), "
+    sql = statements.sql(connection, ("claim", Task, wanted), functools.partial(_claiming_sql, wanted))
+    return statements.fetch(Task, connection, sql, [TaskStatus.RUNNING, worker, *params])
+
+
+def _claiming_sql(wanted: str, quote: Callable[[str], str]) -> str:
+    meta = Task._meta
+    column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+    column["id"], table = quote(str(meta.pk.column)), quote(meta.db_table)
+    return (f"UPDATE {table} SET {column['status']} = %s, {column['started']} = STATEMENT_TIMESTAMP(), "
             f"{column['worker']} = %s, {column['attempt']} = {column['attempt']} + 1 "
             f"WHERE {column['id']} IN (SELECT {column['id']} FROM {table} WHERE {_WANTED[wanted].format(**column)} "
             f"FOR UPDATE SKIP LOCKED) RETURNING {', '.join(column[field.name] for field in meta.concrete_fields)}")
-    return statements.fetch(Task, connection, sql, [TaskStatus.RUNNING, worker, *params])
 
 
 def _admitted(claimed: list[Task], worker: str) -> list[Task]:
