@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -21,11 +20,13 @@ from django.db import models
 from django.utils import timezone
 
 from . import verbs
-from .conf import settings
 from .exceptions import CQError as CQError  # django-cq code imports these two from here
 from .exceptions import DuplicateSubmitError as DuplicateSubmitError
 from .fields import Progress as Progress
 from .fields import ProgressField as ProgressField  # migrations name cq.models.ProgressField
+from .operating import Queue as Queue
+from .operating import RateLimit as RateLimit
+from .operating import Worker as Worker
 from .scheduling.cron import validate_crontab, validate_timezone
 from .scheduling.repeating import build_repeating_task, reschedule, validate_repeating_task
 
@@ -133,6 +134,8 @@ class AbstractTask(models.Model):
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first within a queue.")
     unique_key = models.CharField(max_length=255, null=True, blank=True,
                                   help_text="No two active tasks share it.")
+    trace = models.JSONField(null=True, blank=True, editable=False,
+                             help_text="The caller's trace context (W3C traceparent), when it was traced.")
     concurrency_key = models.CharField(max_length=255, null=True, blank=True,
                                        help_text="Tasks with the same key count against one concurrency limit.")
 
@@ -348,43 +351,6 @@ def schedule_task(cls: type[models.Model], crontab: str, func: Callable[..., Any
         TaskNotRegistered: ``func`` is not a registered task function.
     """
     return build_repeating_task(cls, crontab, func, args, kwargs, **fields)
-
-
-class Worker(models.Model):
-    """A worker process, as its supervisor last reported it (every ``CQ_HEARTBEAT_INTERVAL`` s), by
-    the database's clock. Each start of a process is a new row: a restarted container that reuses
-    a pid is still a new worker."""
-
-    name = models.CharField(max_length=255, unique=True, help_text="host:pid:incarnation, unique to each start")
-    host = models.CharField(max_length=255)
-    pid = models.PositiveIntegerField()
-    queues = models.JSONField(default=list)
-    started = models.DateTimeField(default=timezone.now)
-    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
-    stopped = models.DateTimeField(null=True, blank=True)
-    current_task = models.ForeignKey(TASK_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
-    processed = models.PositiveIntegerField(default=0, help_text="Tasks run since it started.")
-    terminate_task = models.UUIDField(null=True, blank=True, help_text="Kill the process if it runs this task.")
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def alive(self) -> bool:
-        cutoff = timezone.now() - timedelta(seconds=settings.WORKER_TIMEOUT)
-        return self.stopped is None and self.last_heartbeat >= cutoff
-
-
-class RateLimit(models.Model):
-    """When tasks of one rate-limited function last started, and the latest start promised to a
-    waiting one (``@task(rate_limit=...)``; see ``cq.engine.limits``). One small row per function."""
-
-    key = models.CharField(max_length=255, primary_key=True, help_text="The task function's name.")
-    last_start = models.DateTimeField()
-    booked_until = models.DateTimeField(help_text="The latest start time given to a task that waits.")
-
-    def __str__(self) -> str:
-        return self.key
 
 
 def delay(func: Callable[..., Any] | str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from .exceptions import InvalidTask
@@ -231,6 +232,16 @@ QUEUE_RULE = "1-50 of a-z, 0-9, _ and -"
 
 def is_queue_name(value: Any) -> bool:
     return isinstance(value, str) and QUEUE_NAME.fullmatch(value) is not None
+
+
+def validate_queue_name(value: Any) -> None:
+    """A model field's validator of queue names.
+
+    Raises:
+        ValidationError: ``value`` is not a queue name.
+    """
+    if not is_queue_name(value):
+        raise ValidationError(f"A queue name is {QUEUE_RULE}.", code="invalid")
 
 
 def queue_name(value: Any) -> str:
