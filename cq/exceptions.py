@@ -16,6 +16,10 @@ class InvalidTask(CQError, ValueError):
     """The task cannot be created with these arguments."""
 
 
+class InvalidQueue(CQError, ValueError):
+    """A queue's controls cannot be set to these values."""
+
+
 class TaskNotRegistered(CQError, LookupError):
     """No function is registered with ``@task`` under this name."""
 

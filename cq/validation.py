@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from .exceptions import InvalidTask
+from .exceptions import InvalidQueue, InvalidTask
 
 # --- JSON ---------------------------------------------------------------------------------------
 
@@ -254,6 +254,32 @@ def queue_name(value: Any) -> str:
         raise InvalidTask(f"Queue {excerpt(value, 60)} must be {QUEUE_RULE}.")
     return cast(str, value)
 
+
+def controlled_queue(value: Any) -> str:
+    """``value`` if it names a queue whose controls may be set.
+
+    Raises:
+        InvalidQueue: it is not a queue name.
+    """
+    if not is_queue_name(value):
+        raise InvalidQueue(f"Queue {excerpt(value, 60)} must be {QUEUE_RULE}.")
+    return cast(str, value)
+
+
+def queue_concurrency(value: Any) -> int | None:
+    """``value`` if it is a queue's cap: a whole number of at least 1, or ``None`` for no cap.
+
+    Raises:
+        InvalidQueue: it is not.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CAP):
+        raise InvalidQueue(f"A queue's cap is a whole number from 1 to {MAX_CAP} (or none), "
+                           f"not {excerpt(value, 60)}.")
+    return value
+
+
+#: The largest cap of a queue (PostgreSQL's positive integer column holds it).
+MAX_CAP = 2**31 - 1
 
 #: Priorities run from lowest to highest, higher first (the range of Django's task framework).
 MIN_PRIORITY, MAX_PRIORITY = -100, 100

@@ -7,6 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from cq.engine import queues
 from cq.workers.worker import Worker
 from tests.helpers import RedisServer, WorkerProcess, events_layers
 
@@ -39,6 +40,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 @pytest.fixture(autouse=True)
 def clean_redis() -> None:
+    queues.forget()  # a queue's controls read in an earlier test were rolled back with it
     client = redis.Redis.from_url(settings.REDIS_URL)
     keys = list(client.scan_iter("cqtest*"))
     if keys:

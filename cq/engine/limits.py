@@ -34,18 +34,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Func, IntegerField, Q, Subquery
+from django.db.models import Func, IntegerField, Q, QuerySet, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from .. import registry
 from ..models import RateLimit, TaskStatus, get_task_model
 from ..transport import doorbell
-from . import clock
+from . import clock, queues
 from .transitions import queueing
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
@@ -63,8 +64,14 @@ MAX_SLACK = timedelta(seconds=0.05)
 
 def admit(tasks: list[Task]) -> list[Task]:
     """Of ``tasks``, just claimed, those their limits let start now, in order; the others go
-    back to QUEUED. Tasks of functions without limits cost no query."""
-    limited = {task.pk: fn for task in tasks if (fn := registry.find(task.func_name)) is not None and fn.limited}
+    back to QUEUED. Tasks of functions without limits, in queues without a cap, cost no query."""
+    caps = queues.controls()
+    limited = {}
+    for task in tasks:
+        fn = registry.find(task.func_name)
+        cap = caps.get(task.queue, queues.FREE).concurrency
+        if cap is not None or (fn is not None and fn.limited):
+            limited[task.pk] = (fn, cap)
     if not limited:
         return tasks
     # Tasks of this claim not yet admitted do not count against each other's limit.
@@ -72,17 +79,22 @@ def admit(tasks: list[Task]) -> list[Task]:
     refused = set()
     for task in tasks:
         if task.pk in limited:
-            if not _admit(task, limited[task.pk], undecided):
+            if not _admit(task, *limited[task.pk], undecided):
                 refused.add(task.pk)
             undecided.discard(task.pk)
     return [task for task in tasks if task.pk not in refused]
 
 
-def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any]) -> bool:
+def _admit(task: Task, fn: registry.TaskFunction[Any, Any] | None, cap: int | None, undecided: set[Any]) -> bool:
     with transaction.atomic():
         now = clock.now()
+        # The queue's lock before the key's, always: two admissions never wait on each other crosswise.
+        if cap is not None and _put_back_if_full(task, Slot("queue", task.queue), cap, undecided):
+            return False
+        if fn is None:
+            return True
         if fn.max_concurrency is not None and task.concurrency_key is not None:
-            if _put_back_if_full(task, fn.max_concurrency, undecided, now):
+            if _put_back_if_full(task, Slot("concurrency", task.concurrency_key), fn.max_concurrency, undecided):
                 return False
         if fn.rate_interval is not None:
             booked = _take_start(fn.name, fn.rate_interval, now)
@@ -95,10 +107,22 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any], undecided: set[Any])
     return True
 
 
-def _put_back_if_full(task: Task, limit: int, undecided: set[Any], now: datetime) -> bool:
-    """Put ``task`` back to QUEUED if ``limit`` other tasks of its key are running."""
-    _lock(task.concurrency_key)
-    running = (Task.objects.filter(concurrency_key=task.concurrency_key, status=TaskStatus.RUNNING)
+@dataclass(frozen=True)
+class Slot:
+    """What a limit counts running tasks of: a concurrency key (``"concurrency"``) or a queue."""
+
+    kind: Literal["concurrency", "queue"]
+    value: str
+
+    def tasks(self) -> QuerySet[Task]:
+        column = "concurrency_key" if self.kind == "concurrency" else "queue"
+        return Task.objects.filter(**{column: self.value})
+
+
+def _put_back_if_full(task: Task, slot: Slot, limit: int, undecided: set[Any]) -> bool:
+    """Put ``task`` back to QUEUED if ``limit`` other tasks of its ``slot`` are running."""
+    _lock(slot)
+    running = (slot.tasks().filter(status=TaskStatus.RUNNING)
                .exclude(pk__in=undecided).order_by()
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
     full = (Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING)
@@ -124,38 +148,45 @@ def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | Non
     return booked
 
 
-def _lock(key: str | None) -> None:
-    """Serialise, until the transaction ends, whatever counts or frees the slots of ``key``."""
+def _lock(slot: Slot) -> None:
+    """Serialise, until the transaction ends, whatever counts or frees the running tasks of ``slot``."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"cq.concurrency:{key}"])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"cq.{slot.kind}:{slot.value}"])
 
 
-def wake_on_commit(keys: Iterable[str | None]) -> None:
-    """Once the current transaction commits, wake a task waiting for each of ``keys`` (tasks of
-    these keys have stopped running). A failure is logged, not raised: the poll is the safety net."""
-    for key in dict.fromkeys(keys):
+def wake_on_commit(stopped: Iterable[tuple[str | None, str]]) -> None:
+    """Once the current transaction commits, wake a waiting task for each limit that tasks which
+    stopped running counted against: ``stopped`` gives their ``(concurrency_key, queue)``. A failure
+    is logged, not raised: the poll is the safety net."""
+    caps = queues.controls()
+    slots = []
+    for key, queue in stopped:
         if key is not None:
-            transaction.on_commit(functools.partial(_wake_or_log, key))
+            slots.append(Slot("concurrency", key))
+        if caps.get(queue, queues.FREE).concurrency is not None:
+            slots.append(Slot("queue", queue))
+    for slot in dict.fromkeys(slots):
+        transaction.on_commit(functools.partial(_wake_or_log, slot))
 
 
-def _wake_or_log(key: str) -> None:
+def _wake_or_log(slot: Slot) -> None:
     try:
-        wake(key)
+        wake(slot)
     except Exception:
-        logger.exception("Could not wake a task waiting for concurrency key %r; the database poll will "
-                         "find it after CQ_QUEUED_GRACE seconds.", key)
+        logger.exception("Could not wake a task waiting for %s %r; the database poll will find it after "
+                         "CQ_QUEUED_GRACE seconds.", "concurrency key" if slot.kind == "concurrency" else "queue",
+                         slot.value)
 
 
-def wake(key: str) -> None:
-    """Ring the doorbell of the task of ``key`` that may run now: of highest priority, then the
-    one that has waited longest."""
+def wake(slot: Slot) -> None:
+    """Ring the doorbell of the task counted against ``slot`` that may run now: of highest
+    priority, then the one that has waited longest."""
     now = timezone.now()
     with transaction.atomic():
-        _lock(key)
+        _lock(slot)
         # The status test repeats the cq_task_wait index's condition, for SQLite (see claim_due).
-        waiting = (Task.objects.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
-                   .filter(Q(run_after__isnull=True) | Q(run_after__lte=now), status=TaskStatus.QUEUED,
-                           concurrency_key=key)
+        waiting = (slot.tasks().filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+                   .filter(Q(run_after__isnull=True) | Q(run_after__lte=now), status=TaskStatus.QUEUED)
                    .order_by("-priority", "submitted").values_list("pk", "queue", "priority"))
         doorbell.ring_on_commit(list(waiting[:1]))

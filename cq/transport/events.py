@@ -18,7 +18,10 @@ while the task runs. Events go to:
 - every callable named in ``CQ_NOTIFIERS``, called ``notify(task_id, event)``
   in the process that made the change; an error is logged, never raised.
 
-An event is a dict: ``{"event": "status" | "progress" | "log", "task": id,
+An operator's change of a queue's controls is an event of ``cq.all`` too: ``{"event": "queue",
+"queue": name, "paused": ..., "concurrency": ..., "by": who, "at": ISO time}``.
+
+A task's event is a dict: ``{"event": "status" | "progress" | "log", "task": id,
 "top": id of its top-level task, "func_name": ..., "status": ..., "at": ISO
 time}``, plus ``progress`` for a progress event and ``records`` for log lines.
 """
@@ -104,11 +107,20 @@ def publish(events: list[dict[str, Any]]) -> None:
                 notify(event["task"], event)
             except Exception:
                 logger.exception("Notifier %r failed on an event of task %s.", notify, event["task"])
+    _send_to_groups([(group, {"type": "cq.event", **event}) for event in events
+                     for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL)])
+
+
+def queue(event: dict[str, Any]) -> None:
+    """An operator changed a queue's controls (``{"event": "queue", "queue": name, ...}``, see
+    ``cq.engine.queues``): sent to ``cq.all`` once the change commits. Notifiers hear of tasks only."""
+    transaction.on_commit(functools.partial(_send_to_groups, [(ALL, {"type": "cq.event", **event})]))
+
+
+def _send_to_groups(sends: list[tuple[str, dict[str, Any]]]) -> None:
     if settings.EVENTS_LAYER not in getattr(django_settings, "CHANNEL_LAYERS", {}):
         return
     layer = get_channel_layer(settings.EVENTS_LAYER)
-    sends = [(group, {"type": "cq.event", **event}) for event in events
-             for group in (group_of_task(event["task"]), group_of_tree(event["top"]), ALL)]
     way = direct.of(layer)
     if way is not None:  # on Redis: only to the groups somebody is in
         sends = _listened(way, sends)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, connections
 
 from ..conf import settings
-from ..engine import database, execution, metadata
+from ..engine import database, execution, metadata, queues
 from ..engine.transitions import claims, outcomes, queueing
 from ..models import get_task_model
 from ..transport import doorbell
@@ -135,17 +135,20 @@ class Worker:
         try:
             if self._unsettled:
                 self._reconcile()
-            task_ids = self._listen(0 if self._backlog else wait)
+            serving = queues.serving(self.queues)
+            if len(serving) < len(self.queues):  # a queue is paused: look again soon for its resume
+                wait = min(wait, queues.REFRESH)
+            task_ids = self._listen(serving, 0 if self._backlog else wait)
             heard = len(task_ids)
             if task_ids:
                 self._unsettled = True  # until the claim's reply is in
-                claimed = claims.claim(task_ids, self.name, self.queues)
+                claimed = claims.claim(task_ids, self.name, queues.serving(self.queues))
                 self._unsettled = False
                 ran += self._run_claimed(claimed)
             if not self._stopping.is_set() and (not ran or time.monotonic() >= self._next_poll):
                 self._next_poll = time.monotonic() + self.poll_interval
                 self._unsettled = True
-                due = claims.claim_due(self.name, self.queues, self.queued_grace)
+                due = claims.claim_due(self.name, queues.serving(self.queues), self.queued_grace)
                 self._unsettled = False
                 self._backlog = bool(due)
                 ran += self._run_claimed(due)
@@ -165,13 +168,17 @@ class Worker:
         self._unrecorded.clear()
         self._unsettled = False
 
-    def _listen(self, wait: float) -> list[str]:
+    def _listen(self, serving: list[str], wait: float) -> list[str]:
+        """Doorbells of the queues this worker serves (none paused), waiting up to ``wait`` seconds."""
+        if not serving:
+            self._stopping.wait(wait)
+            return []
         if time.monotonic() < self._listen_again_at:
             self._stopping.wait(min(wait, self._listen_again_at - time.monotonic()))
             return []
         try:
             room = self._batch if self.max_tasks is None else max(min(self._batch, self.max_tasks - self.processed), 1)
-            ids = doorbell.listen(self.queues, room, wait)
+            ids = doorbell.listen(serving, room, wait)
         except Exception as error:
             self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
             self._listen_again_at = time.monotonic() + self._backoff

@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from ...models import TaskStatus, get_task_model
-from ...transport import events
+from ...transport import doorbell, events
 from .. import clock, limits, statements
 from ..returning import update_returning
 from . import queueing
@@ -37,9 +37,9 @@ def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]
     """Take for ``worker`` those of the tasks ``task_ids`` that are QUEUED, ready and in one of
     ``queues``, in the order given. A row locked by another transaction (an admin's edit) is
     skipped, not waited for: the database poll finds it later."""
-    if not task_ids:
-        return []
     queues = list(queues)
+    if not task_ids or not queues:
+        return []
     if _on_postgresql():
         ids = [uuid.UUID(task_id) for task_id in task_ids]
         # One doorbell (the usual case under a steady trickle) has a statement of its own: its
@@ -52,17 +52,30 @@ def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]
     claimed = {str(task.pk): task for task in rows}
     missing = [task_id for task_id in task_ids if task_id not in claimed]
     if missing:
-        known = {str(pk) for pk in Task.objects.filter(pk__in=missing).values_list("pk", flat=True)}
-        for task_id in missing:
-            if task_id not in known:
-                logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
+        _unclaimed(missing, queues)
     return _admitted([claimed[task_id] for task_id in dict.fromkeys(task_ids) if task_id in claimed], worker)
+
+
+def _unclaimed(task_ids: list[str], queues: list[str]) -> None:
+    """Of doorbells whose claim took nothing, warn of those whose task is not in the database, and
+    ring again those of QUEUED tasks in a queue paused since the worker heard them: they are heard
+    when it is resumed (a doorbell's task in any other state has nothing to ring for)."""
+    rows = {str(pk): (queue, status, priority) for pk, queue, status, priority
+            in Task.objects.filter(pk__in=task_ids).values_list("pk", "queue", "status", "priority")}
+    for task_id in task_ids:
+        if task_id not in rows:
+            logger.warning("Skipping a doorbell for task %s, which is not in the database.", task_id)
+    paused = [(task_id, queue, priority) for task_id, (queue, status, priority) in rows.items()
+              if status == TaskStatus.QUEUED and queue not in queues]
+    doorbell.ring_on_commit(paused)
 
 
 def claim_due(worker: str, queues: Iterable[str], grace: float, limit: int = 1) -> list[Task]:
     """Take up to ``limit`` tasks that are due but were not claimed through a doorbell:
     QUEUED for ``grace`` seconds or more (their doorbell was lost), or RETRY whose time has come."""
     now, queues = clock.now(), list(queues)
+    if not queues:
+        return []
     cutoff = now - timedelta(seconds=grace)
     if _on_postgresql():
         claimed = _claim_locked("due", [TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.RETRY, cutoff, now, queues,

@@ -176,7 +176,7 @@ def succeed_many(runs: list[tuple[Task, Any]], *, alone: bool = False) -> list[t
         task.status, task.result, task.error, task.finished = TaskStatus.SUCCESS, value, None, now
         task.result_expiry, task.parent_id, task.has_next = expiry, _uuid(parent), bool(has_next)
         events.status([task])
-        limits.wake_on_commit([task.concurrency_key])
+        limits.wake_on_commit([(task.concurrency_key, task.queue)])
         settling.follow(task, TaskStatus.SUCCESS, None)
     return left
 
@@ -228,7 +228,7 @@ def _write(task: Task, *, minimal: bool = False, alone: bool = False, **values: 
     flush_logs(task)
     events.status([task])
     # It no longer runs: a task of its key waiting for a free slot may start.
-    limits.wake_on_commit([task.concurrency_key])
+    limits.wake_on_commit([(task.concurrency_key, task.queue)])
     return True
 
 

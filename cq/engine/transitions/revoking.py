@@ -27,8 +27,8 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
     with ``terminate``, ask the supervisors running them to kill their processes."""
     now = clock.now()
     with transaction.atomic():
-        running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list("pk", "worker",
-                                                                                   "concurrency_key"))
+        running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list(
+            "pk", "worker", "concurrency_key", "queue"))
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
         if events.enabled() or signals.task_finished.has_listeners():
             revoked = list(revocable)
@@ -39,9 +39,9 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
         for ttl in set(revocable.values_list("result_ttl", flat=True)):
             expiry = settling.result_expiry(Task(result_ttl=ttl), now)
             revocable.filter(result_ttl=ttl).update(status=TaskStatus.REVOKED, finished=now, result_expiry=expiry)
-        for pk, worker, _key in running if terminate else ():
+        for pk, worker, _key, _queue in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
-        limits.wake_on_commit([key for _pk, _worker, key in running])
+        limits.wake_on_commit([(key, queue) for _pk, _worker, key, queue in running])
         parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
         if parent_id is not None and parent_id not in ids:
             settling.settle(parent_id)
