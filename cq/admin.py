@@ -1,4 +1,5 @@
-"""Admin for tasks: read-only, with links through the tree. Status is never hand-edited."""
+"""Admin for tasks (read-only, with links through the tree; status is never hand-edited), repeating
+tasks and queues' controls."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from . import registry
-from .models import RepeatingTask, get_task_model
+from .engine import queues
+from .models import Queue, RepeatingTask, get_task_model
 from .scheduling import firing
 from .scheduling.cron import upcoming
 
@@ -186,3 +188,37 @@ class RepeatingTaskAdmin(_FiltersWithoutNul, admin.ModelAdmin):
             rt.enabled = enabled
             rt.save()  # reschedules, or clears next_run
         self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {len(queryset)} repeating task(s).")
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    """A queue's controls. Saving goes through ``cq.engine.queues.change``, as every other way
+    of changing them does: logged and sent on the websocket with the user's name."""
+
+    list_display = ("name", "paused", "concurrency", "changed", "changed_by")
+    list_editable = ("paused", "concurrency")
+    fields = ("name", "paused", "concurrency", "changed", "changed_by")
+    readonly_fields = ("changed", "changed_by")
+    actions = ("pause", "resume")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple[str, ...]:
+        return self.readonly_fields + (("name",) if obj is not None else ())
+
+    def save_model(self, request: HttpRequest, obj: Queue, form: Any, change: bool) -> None:
+        saved = queues.change(obj.name, by=request.user.get_username(), paused=obj.paused,
+                              concurrency=obj.concurrency)
+        obj.changed, obj.changed_by = saved.changed, saved.changed_by
+
+    @admin.action(description="Pause the selected queues")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
+        self._set(request, queryset, paused=True)
+
+    @admin.action(description="Resume the selected queues")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
+        self._set(request, queryset, paused=False)
+
+    def _set(self, request: HttpRequest, queryset: QuerySet[Queue], paused: bool) -> None:
+        names = list(queryset.values_list("name", flat=True))
+        for name in names:
+            queues.change(name, by=request.user.get_username(), paused=paused)
+        self.message_user(request, f"{'Paused' if paused else 'Resumed'}: {', '.join(names)}.", messages.SUCCESS)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .web import api, dashboard
+from .web import api, dashboard, queue_api
 
 app_name = "cq"
 urlpatterns = [
@@ -15,4 +15,6 @@ urlpatterns = [
     path("api/tasks/<str:task_id>/revoke/", api.revoke, name="api-revoke"),
     path("api/tasks/<str:task_id>/retry/", api.retry, name="api-retry"),
     path("api/tasks/<str:task_id>/rerun/", api.rerun, name="api-rerun"),
+    path("api/queues/", queue_api.queue_list, name="api-queues"),
+    path("api/queues/<str:name>/", queue_api.queue, name="api-queue"),
 ]

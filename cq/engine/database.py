@@ -1,5 +1,5 @@
 """The database connections of cq's long-running processes: the worker processes, and the
-supervisor with its heartbeat and scheduler threads.
+supervisor with its heartbeat and scheduler threads; and the locks cq takes in them.
 
 Such a process keeps its connections for its whole life. One that an error may have broken is
 checked as Django checks it at the end of a request, and closed if it no longer works, to be
@@ -11,7 +11,7 @@ time) than a quick task costs everything else together.
 
 from __future__ import annotations
 
-from django.db import connections
+from django.db import connection, connections
 
 
 def tidy() -> None:
@@ -23,3 +23,12 @@ def tidy() -> None:
             continue
         conn.close_at = None
         conn.close_if_unusable_or_obsolete()
+
+
+def lock(kind: str, name: str) -> None:
+    """Hold, until the current transaction ends, the lock of ``name`` of ``kind`` (a concurrency
+    key, a queue): an advisory lock on PostgreSQL; on SQLite, which lets one transaction write at
+    a time, the transaction's next write does it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"cq.{kind}:{name}"])

@@ -38,15 +38,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Func, IntegerField, Q, QuerySet, Subquery
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from .. import registry
-from ..models import RateLimit, TaskStatus, get_task_model
+from ..models import Queue, RateLimit, TaskStatus, get_task_model
 from ..transport import doorbell
-from . import clock, queues
+from . import clock, database, queues
 from .transitions import queueing
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
@@ -89,12 +89,14 @@ def _admit(task: Task, fn: registry.TaskFunction[Any, Any] | None, cap: int | No
     with transaction.atomic():
         now = clock.now()
         # The queue's lock before the key's, always: two admissions never wait on each other crosswise.
-        if cap is not None and _put_back_if_full(task, Slot("queue", task.queue), cap, undecided):
+        if cap is not None and _queue_full(task, undecided):
             return False
         if fn is None:
             return True
         if fn.max_concurrency is not None and task.concurrency_key is not None:
-            if _put_back_if_full(task, Slot("concurrency", task.concurrency_key), fn.max_concurrency, undecided):
+            slot = Slot("concurrency", task.concurrency_key)
+            _lock(slot)
+            if _put_back_if_full(task, slot, fn.max_concurrency, undecided):
                 return False
         if fn.rate_interval is not None:
             booked = _take_start(fn.name, fn.rate_interval, now)
@@ -119,9 +121,19 @@ class Slot:
         return Task.objects.filter(**{column: self.value})
 
 
-def _put_back_if_full(task: Task, slot: Slot, limit: int, undecided: set[Any]) -> bool:
-    """Put ``task`` back to QUEUED if ``limit`` other tasks of its ``slot`` are running."""
+def _queue_full(task: Task, undecided: set[Any]) -> bool:
+    """Put ``task`` back to QUEUED if its queue's cap is reached. The cap is read again under the
+    queue's lock, which a change of it takes too: a doorbell rung by raising it always finds the
+    new cap, and a task put back meanwhile QUEUED to be woken."""
+    slot = Slot("queue", task.queue)
     _lock(slot)
+    cap = Queue.objects.filter(name=task.queue).values_list("concurrency", flat=True).first()
+    return cap is not None and _put_back_if_full(task, slot, cap, undecided)
+
+
+def _put_back_if_full(task: Task, slot: Slot, limit: int, undecided: set[Any]) -> bool:
+    """Put ``task`` back to QUEUED if ``limit`` other tasks of its ``slot`` are running (the
+    caller holds the slot's lock)."""
     running = (slot.tasks().filter(status=TaskStatus.RUNNING)
                .exclude(pk__in=undecided).order_by()
                .annotate(n=Func("pk", function="COUNT", output_field=IntegerField())).values("n"))
@@ -149,10 +161,9 @@ def _take_start(name: str, interval: timedelta, now: datetime) -> datetime | Non
 
 
 def _lock(slot: Slot) -> None:
-    """Serialise, until the transaction ends, whatever counts or frees the running tasks of ``slot``."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"cq.{slot.kind}:{slot.value}"])
+    """Serialise, until the transaction ends, whatever counts or frees the running tasks of ``slot``
+    (and, for a queue, changes its cap: ``cq.engine.queues.change``)."""
+    database.lock(slot.kind, slot.value)
 
 
 def wake_on_commit(stopped: Iterable[tuple[str | None, str]]) -> None:

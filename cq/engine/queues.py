@@ -25,16 +25,19 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from .. import validation
+from ..conf import settings
 from ..exceptions import InvalidQueue
-from ..models import Queue, TaskStatus, get_task_model
+from ..models import Queue, TaskStatus, Worker, get_task_model
 from ..transport import doorbell, events
+from . import database
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -128,6 +131,8 @@ def change(name: str, *, by: str, paused: bool | None = None, concurrency: Any =
         raise InvalidQueue(f"paused takes true or false, not {validation.excerpt(paused, 60)}.")
     by = validation.storable_text(str(by))[:255]
     with transaction.atomic():
+        if concurrency is not _UNCHANGED:
+            database.lock("queue", name)  # as an admission under the cap does (cq.engine.limits)
         row, _ = Queue.objects.select_for_update().get_or_create(name=name)
         before = Control(row.paused, row.concurrency)
         if paused is not None:
@@ -173,6 +178,36 @@ def _ring_freed(name: str, before: Control, after: Control) -> None:
 def _event(row: Queue) -> dict[str, Any]:
     return {"event": "queue", "queue": row.name, "paused": row.paused, "concurrency": row.concurrency,
             "by": row.changed_by, "at": row.changed.isoformat()}
+
+
+def waiting(now: datetime) -> Any:
+    """Per queue: ``depth``, the QUEUED tasks that may run at ``now``, and ``oldest``, the first one's
+    submission. (The status filter is written twice so that the waiting tasks' index serves it.)"""
+    return (Task.objects.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+            .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+            .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
+
+
+def overview() -> list[dict[str, Any]]:
+    """Every queue that has controls, waiting tasks or a live worker serving it: its controls (as
+    :func:`as_json`), ``depth``, ``waited`` (seconds the oldest has waited, or None) and ``workers``
+    (how many live worker processes serve it), by name."""
+    now = timezone.now()
+    rows = {row.name: row for row in Queue.objects.all()}
+    depths = {found["queue"]: found for found in waiting(now)}
+    alive = Worker.objects.filter(stopped__isnull=True,
+                                  last_heartbeat__gte=now - timedelta(seconds=settings.WORKER_TIMEOUT))
+    serving: dict[str, int] = {}
+    for served in alive.values_list("queues", flat=True):
+        for name in served:
+            serving[name] = serving.get(name, 0) + 1
+    overview = []
+    for name in sorted(set(rows) | set(depths) | set(serving)):
+        found = depths.get(name)
+        overview.append({**as_json(rows.get(name), name), "depth": found["depth"] if found else 0,
+                         "waited": (now - found["oldest"]).total_seconds() if found else None,
+                         "workers": serving.get(name, 0)})
+    return overview
 
 
 def as_json(row: Queue | None, name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count, Min, Q
+from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from .. import registry
 from ..conf import settings
+from ..engine import queues as queues_of_cq
 from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
+from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
 
 PAGE = 100
@@ -82,14 +84,6 @@ def tree_of(task: Any) -> list[tuple[int, Any]]:
     return ordered
 
 
-def queue_depths(now: Any) -> Any:
-    """Per queue: ``depth``, the QUEUED tasks that may run at ``now``, and ``oldest``, the first one's
-    submission. (The status filter is written twice so that the waiting tasks' index serves it.)"""
-    return (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
-            .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-            .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
-
-
 def throughput(minutes: int = 60) -> dict[str, Any]:
     """How many tasks finished in each of the last ``minutes`` minutes (this one included), by
     final status: ``{"start": first minute (ISO), "minutes": n, "counts": {status: [n numbers]}}``."""
@@ -119,10 +113,10 @@ def workers(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def queues(request: HttpRequest) -> HttpResponse:
-    """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited."""
-    now = timezone.now()
-    rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in queue_depths(now)]
-    return _page(request, "cq/queues.html", {"rows": rows})
+    """Each queue: paused or capped (with buttons for those who may change it), how many tasks
+    wait and for how long, and how many live workers serve it."""
+    return _page(request, "cq/queues.html", {"rows": queues_of_cq.overview(),
+                                             "may_control": may_control_queues(request.user)})
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:

@@ -568,3 +568,11 @@ def returns_task(cqt, task_id):
 @task(atomic=False)
 def plain_noop(cqt):
     return None
+
+
+@task(atomic=False, queue="reports")
+def timed_report(cqt, seconds=0):
+    """A task of the "reports" queue that returns when its function began and ended."""
+    began = time.time()
+    time.sleep(seconds)
+    return [began, time.time()]

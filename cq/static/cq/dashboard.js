@@ -115,10 +115,10 @@
     if (logs && state.logs) logs.textContent = state.logs.map((r) => `${r.timestamp} ${r.level} ${r.message}\n`).join("");
   }
 
-  // Workers and queues have no events of their own: their page is read again when a task changes
-  // status (at most once a second), and every data-refresh seconds for heartbeat ages.
+  // Workers and queues pages are read again when a task changes status (at most once a second) or
+  // a queue's controls change, and every data-refresh seconds for heartbeat ages.
   let reading = null;
-  function reread() {
+  function reread(delay = 1000) {
     if (reading || !document.body.dataset.refresh) return;
     reading = setTimeout(async () => {
       const answer = await fetch(location.href);
@@ -126,7 +126,7 @@
       if (!answer.ok) return;
       const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
       document.querySelector("main").replaceWith(fresh.querySelector("main"));
-    }, 1000);
+    }, delay);
   }
   if (document.body.dataset.refresh) setInterval(reread, document.body.dataset.refresh * 1000);
 
@@ -136,23 +136,29 @@
     socket.onopen = catchUp;
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
-      show(event);
+      if (event.event === "queue") reread(0);  // an operator paused, resumed or capped a queue
+      else show(event);
       if (event.event === "status") reread();
     };
     socket.onclose = () => setTimeout(listen, 2000);
   }
 
-  document.querySelectorAll(".actions button").forEach((button) => {
-    button.addEventListener("click", async () => {
-      const api = button.closest(".actions").dataset.api;
-      const answer = await fetch(api + button.dataset.action, {
-        method: "POST", headers: {"X-CSRFToken": csrf, "Content-Type": "application/json"},
-        body: button.dataset.body || "{}",
-      });
-      const body = await answer.json();
-      if (!answer.ok) alert(body.error.message);
-      else if (body.task.id !== api.split("/").slice(-2)[0]) location.href = `../${body.task.id}/`;
+  // Buttons act through the JSON API. Listened for on the document: a page read again replaces them.
+  document.addEventListener("click", async (click) => {
+    const button = click.target.closest(".actions button");
+    if (!button) return;
+    click.preventDefault();
+    const actions = button.closest(".actions");
+    const field = button.dataset.input && actions.querySelector(button.dataset.input);
+    const body = field ? JSON.stringify({[field.name]: field.value === "" ? null : Number(field.value)})
+      : button.dataset.body || "{}";
+    const answer = await fetch(actions.dataset.api + (button.dataset.action || ""), {
+      method: "POST", headers: {"X-CSRFToken": csrf, "Content-Type": "application/json"}, body,
     });
+    const reply = await answer.json();
+    if (!answer.ok) alert(reply.error.message);
+    else if (reply.queue) reread(0);
+    else if (reply.task.id !== actions.dataset.api.split("/").slice(-2)[0]) location.href = `../${reply.task.id}/`;
   });
   listen();
 })();
