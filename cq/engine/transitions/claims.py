@@ -38,9 +38,11 @@ def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]
     ``queues``, in the order given. A row locked by another transaction (an admin's edit) is
     skipped, not waited for: the database poll finds it later."""
     queues = list(queues)
-    if not task_ids or not queues:
+    if not task_ids:
         return []
-    if _on_postgresql():
+    if not queues:  # all paused since the doorbells were heard
+        rows: list[Task] = []
+    elif _on_postgresql():
         ids = [uuid.UUID(task_id) for task_id in task_ids]
         # One doorbell (the usual case under a steady trickle) has a statement of its own: its
         # generic plan is as cheap as a custom one, so PostgreSQL plans it once per connection.
