@@ -19,6 +19,7 @@ from .gauges import Gauges
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+    from prometheus_client.utils import floatToGoString
 except ImportError as error:  # pragma: no cover - tests/unit/test_metrics_optional.py runs it in a subprocess
     raise ImproperlyConfigured(
         "cq's metrics need the prometheus-client package: pip install 'cq[prometheus]'.") from error
@@ -48,14 +49,14 @@ class Collector:
             labels = [row.func_name, _status(row.status)]
             finished.add_metric(labels, row.finished)
             if row.run_count:
-                run.add_metric(labels, tally.cumulative(row.run_buckets), row.run_sum)
+                run.add_metric(labels, _buckets(row.run_buckets), row.run_sum)
             buckets, spent = waits.get(row.func_name, ({}, 0.0))
             for bound, n in row.wait_buckets.items():
                 buckets[bound] = buckets.get(bound, 0) + n
             waits[row.func_name] = buckets, spent + row.wait_sum
         for name, (buckets, spent) in sorted(waits.items()):
             if buckets:
-                wait.add_metric([name], tally.cumulative(buckets), spent)
+                wait.add_metric([name], _buckets(buckets), spent)
         counted = GaugeMetricFamily("cq_tasks_counted_to_timestamp_seconds", "The counters include every task "
                                     "finished up to this time (the database's time less CQ_METRICS_LAG).")
         if self.counted_to is not None:
@@ -94,6 +95,11 @@ def render(tallies: list[Tally], gauges: Gauges, counted_to: datetime | None) ->
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(tallies, gauges, counted_to))
     return generate_latest(registry)
+
+
+def _buckets(counts: dict[str, int]) -> list[tuple[str, float]]:
+    """A histogram's cumulative buckets, their bounds written as every Prometheus client writes them."""
+    return [(floatToGoString(bound), n) for bound, n in tally.cumulative(counts)]
 
 
 def _status(code: str) -> str:

@@ -22,6 +22,7 @@ never makes a bucket go down.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -165,14 +166,12 @@ def _add_buckets(buckets: dict[str, int], cumulative: Sequence[int], total: int)
         below = at_or_below
 
 
-def cumulative(buckets: dict[str, int], bounds: Iterable[float] = BUCKETS) -> list[tuple[str, int]]:
-    """The cumulative counts of ``buckets`` at each of ``bounds``, then at ``+Inf``, as Prometheus
+def cumulative(buckets: dict[str, int], bounds: Iterable[float] = BUCKETS) -> list[tuple[float, int]]:
+    """The cumulative counts of ``buckets`` at each of ``bounds``, then at infinity, as Prometheus
     lists a histogram's buckets."""
     counts = sorted((float(key), n) for key, n in buckets.items())
-    found = []
-    for bound in bounds:
-        found.append((_key(bound), sum(n for upper, n in counts if upper <= bound)))
-    found.append((INF, sum(n for _, n in counts)))
+    found = [(bound, sum(n for upper, n in counts if upper <= bound)) for bound in bounds]
+    found.append((math.inf, sum(n for _, n in counts)))
     return found
 
 

@@ -3,6 +3,7 @@ is deleted before a scrape, and even when its finish commits after a count began
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import timedelta
 
@@ -139,7 +140,7 @@ def test_a_long_backlog_is_counted_in_chunks_each_once(monkeypatch):
 
 def test_the_cumulative_buckets_never_go_down_when_the_bounds_change():
     buckets = {"0.5": 2, "3": 1, "+Inf": 4}  # "3" was a bound once
-    assert tally.cumulative(buckets, bounds=(0.1, 1, 5)) == [("0.1", 0), ("1", 2), ("5", 3), ("+Inf", 7)]
+    assert tally.cumulative(buckets, bounds=(0.1, 1, 5)) == [(0.1, 0), (1, 2), (5, 3), (math.inf, 7)]
 
 
 def test_two_scrapers_counting_at_once_count_each_task_once():
