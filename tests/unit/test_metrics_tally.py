@@ -15,6 +15,7 @@ from cq.metrics import tally
 from cq.models import Task, TaskStatus
 from cq.operating import Tally, TallyMark
 from cq.scheduling import sweeper
+from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,3 +165,18 @@ def test_two_scrapers_counting_at_once_count_each_task_once():
         thread.join(30)
     assert sorted(results) == [0, 0, 0, 50]
     assert the_tally().finished == 50
+
+
+@pytest.mark.custom_model
+def test_the_tally_counts_the_projects_own_task_model(owned, drain):
+    # Given counting has started, when tasks of the project's model run
+    tally.advance(start=True)
+    TallyMark.objects.filter(pk=tally.MARK).update(counted_to=timezone.now() - timedelta(hours=1))
+    tasks.add.delay(1, 2)
+    tasks.failing.delay()
+    drain()
+    # Then, the lag passed, each is counted by function and status
+    owned.objects.update(finished=timezone.now() - timedelta(minutes=1))
+    assert tally.advance() == 2
+    assert the_tally().finished == 1
+    assert the_tally(TaskStatus.FAILURE, func_name="tests.testapp.tasks.failing").finished == 1
