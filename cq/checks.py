@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -55,3 +56,12 @@ def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
         if not callable(found):
             errors.append(checks.Error(f"{setting} names {path!r}, which is not callable.", id="cq.E001"))
     return errors
+
+
+@checks.register()
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """CQ_METRICS_TOKEN is set for the metrics view, which needs prometheus-client."""
+    if not settings.METRICS_TOKEN or importlib.util.find_spec("prometheus_client") is not None:
+        return []
+    return [checks.Error("CQ_METRICS_TOKEN is set, but cq's metrics need the prometheus-client package, "
+                         "which is not installed.", hint="pip install 'cq[prometheus]'", id="cq.E002")]

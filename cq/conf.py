@@ -68,6 +68,11 @@ class Settings:
     PREPARED_STATEMENTS: bool = True
     #: How many published log lines a task keeps (django-cq's ``limit``).
     LOG_LIMIT: int = 40
+    #: Bearer token that may read the metrics (``cq.web.metrics``) besides staff; ``None``: staff only.
+    METRICS_TOKEN: str | None = None
+    #: Seconds the metrics' counters stay behind the database's time, so that a task stamped
+    #: finished just before a count but committed after it is still counted (``cq.metrics.tally``).
+    METRICS_LAG: float = 10.0
 
     def __getattribute__(self, name: str) -> Any:
         if name.isupper():

@@ -70,3 +70,35 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Tally(models.Model):
+    """What the metrics count of one task function's finishes in one final status, kept so that
+    the counters never go down when finished rows are deleted (``cq.metrics.tally``). The
+    buckets are histograms' counts by upper bound in seconds (``{"0.5": 3}``), not cumulative."""
+
+    func_name = models.CharField(max_length=255)
+    status = models.CharField(max_length=1)
+    finished = models.PositiveBigIntegerField(default=0, help_text="Tasks that ended so.")
+    run_count = models.PositiveBigIntegerField(default=0, help_text="Of those, tasks that were started.")
+    run_sum = models.FloatField(default=0.0, help_text="Seconds from their last start to their end.")
+    run_buckets = models.JSONField(default=dict)
+    wait_count = models.PositiveBigIntegerField(default=0)
+    wait_sum = models.FloatField(default=0.0, help_text="Seconds from when they were due to their last start.")
+    wait_buckets = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["func_name", "status"], name="cq_tally_func_status")]
+
+    def __str__(self) -> str:
+        return f"{self.func_name} {self.status}"
+
+
+class TallyMark(models.Model):
+    """How far the tallies have counted: every task finished at or before ``counted_to`` is in
+    them, and none after. One row, locked by whoever advances it."""
+
+    counted_to = models.DateTimeField(null=True, help_text="Empty until the first count: counting starts then.")
+
+    def __str__(self) -> str:
+        return f"counted to {self.counted_to}"

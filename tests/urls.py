@@ -1,4 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
 
-urlpatterns = [path("admin/", admin.site.urls), path("cq/", include("cq.urls"))]
+from cq.web.metrics import metrics
+
+urlpatterns = [path("admin/", admin.site.urls), path("cq/", include("cq.urls")), path("metrics", metrics)]

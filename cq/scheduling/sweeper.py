@@ -10,6 +10,8 @@ leader every ``CQ_SWEEP_INTERVAL`` seconds (and on demand from
 - Finished top-level tasks past their ``result_expiry`` are deleted, their
   subtasks with them.
 - Rows of workers stopped or silent for a day are deleted.
+- The metrics' tallies count the tasks finished since their last count (``cq.metrics.tally``),
+  before expired rows go; a row they have not counted yet is not deleted.
 
 QUEUED tasks whose doorbell was lost need no sweeping: every worker picks them
 up from the database after ``CQ_QUEUED_GRACE`` seconds.
@@ -28,6 +30,7 @@ from django.db.models.functions import Now
 from ..conf import settings
 from ..engine.transitions import outcomes
 from ..exceptions import TaskLost
+from ..metrics import tally
 from ..models import DONE, TaskStatus, Worker, get_task_model
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
@@ -45,10 +48,13 @@ class Swept:
     lost: int = 0
     expired: int = 0
     workers: int = 0
+    counted: int = 0
 
 
 def sweep(now: datetime | None = None) -> Swept:
-    return Swept(lost=find_lost(), expired=delete_expired(now), workers=prune_workers(now))
+    lost = find_lost()
+    counted = tally.advance()
+    return Swept(lost=lost, expired=delete_expired(now), workers=prune_workers(now), counted=counted)
 
 
 def find_lost() -> int:
@@ -71,7 +77,7 @@ def find_lost() -> int:
 def delete_expired(now: datetime | Now | None = None) -> int:
     """Delete finished top-level tasks whose results expired; returns how many rows went."""
     now = now or Now()
-    expired = Task.objects.filter(top__isnull=True, status__in=DONE, result_expiry__lt=now)
+    expired = Task.objects.filter(tally.counted(), top__isnull=True, status__in=DONE, result_expiry__lt=now)
     ids = list(expired.values_list("pk", flat=True)[:BATCH])
     if not ids:
         return 0
