@@ -64,4 +64,4 @@ def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     if not settings.METRICS_TOKEN or importlib.util.find_spec("prometheus_client") is not None:
         return []
     return [checks.Error("CQ_METRICS_TOKEN is set, but cq's metrics need the prometheus-client package, "
-                         "which is not installed.", hint="pip install 'cq[prometheus]'", id="cq.E002")]
+                         "which is not installed.", hint="pip install 'cq[prometheus]'", id="cq.E003")]

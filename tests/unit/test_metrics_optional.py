@@ -40,5 +40,5 @@ def test_cq_works_without_prometheus_client_and_the_view_names_the_extra():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:4] == ["swept 0 counted 0", "gauges 0", "check []", "check ['cq.E002']"], done.stdout
+    assert lines[:4] == ["swept 0 counted 0", "gauges 0", "check []", "check ['cq.E003']"], done.stdout
     assert lines[4] == "view cq's metrics need the prometheus-client package: pip install 'cq[prometheus]'."
