@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
-from cq.models import Task
+from cq.models import Queue, Task
 from tests.browser.common import chromium, log_in, screenshot
 from tests.helpers import SiteProcess, events_layers
 from tests.testapp import tasks
@@ -99,9 +99,10 @@ def test_the_task_list_shows_new_tasks_and_the_chart_counts_them(site, page):
 def test_the_queues_and_workers_pages_follow_the_tasks(site, page):
     page.goto(f"{site.url}/cq/queues/")
     stays_loaded(page)
-    expect(page.locator("#queues")).to_contain_text("No task is waiting.", timeout=WAIT)
+    expect(page.locator('tr[data-queue="default"] .workers')).to_have_text("2", timeout=WAIT)  # its two processes
+    expect(page.locator('tr[data-queue="reports"]')).to_have_count(0)
     tasks.report.delay("nobody takes the reports queue here")  # the test's worker serves "default" only
-    expect(page.locator('tr[data-queue="reports"] td').nth(1)).to_have_text("1", timeout=WAIT)
+    expect(page.locator('tr[data-queue="reports"] .depth')).to_have_text("1", timeout=WAIT)
     screenshot(page, "queues-live")
     page.goto(f"{site.url}/cq/workers/")
     stays_loaded(page)
@@ -111,3 +112,23 @@ def test_the_queues_and_workers_pages_follow_the_tasks(site, page):
     assert page.evaluate("window.cqNoReload") is True
     screenshot(page, "workers-live")
     running.revoke(terminate=True)
+
+
+def test_pausing_and_capping_a_queue_from_the_queues_page(site, page):
+    held = tasks.report.delay_args(args=("held",), countdown=0)
+    queues_page = f"{site.url}/cq/queues/"
+    # The worker serves "default" only: the report waits, and its queue is listed.
+    page.goto(queues_page)
+    row = page.locator('tr[data-queue="reports"]')
+    expect(row).to_contain_text("running", timeout=WAIT)
+    row.get_by_role("button", name="Pause").click()
+    expect(row.locator(".state")).to_have_text("paused", timeout=WAIT)
+    assert Queue.objects.get(name="reports").changed_by == "staff"
+    row.locator("input[name=concurrency]").fill("3")
+    row.get_by_role("button", name="Set cap").click()
+    expect(row.locator(".cap")).to_have_text("3 at once", timeout=WAIT)
+    screenshot(page, "queues-page-paused")
+    row.get_by_role("button", name="Resume").click()
+    expect(row.locator(".state")).to_have_text("running", timeout=WAIT)
+    assert (Queue.objects.get(name="reports").paused, Queue.objects.get(name="reports").concurrency) == (False, 3)
+    assert Task.objects.get(pk=held.pk).status == Task.STATUS_QUEUED
