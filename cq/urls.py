@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .web import api, dashboard
+from .web import api, bulk, dashboard
 
 app_name = "cq"
 urlpatterns = [
@@ -10,9 +10,11 @@ urlpatterns = [
     path("tasks/<str:task_id>/", dashboard.task_page, name="task"),
     path("workers/", dashboard.workers, name="workers"),
     path("queues/", dashboard.queues, name="queues"),
+    path("bulk/<str:action>/", bulk.confirm, name="bulk"),
     path("api/tasks/", api.tasks, name="api-tasks"),
     path("api/tasks/<str:task_id>/", api.task, name="api-task"),
     path("api/tasks/<str:task_id>/revoke/", api.revoke, name="api-revoke"),
     path("api/tasks/<str:task_id>/retry/", api.retry, name="api-retry"),
     path("api/tasks/<str:task_id>/rerun/", api.rerun, name="api-rerun"),
+    path("api/bulk/<str:action>/", bulk.api, name="api-bulk"),
 ]
