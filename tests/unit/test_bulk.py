@@ -138,26 +138,43 @@ def test_revoke_takes_each_tasks_tree_and_skips_finished_ones(staff, drain):
 
 # -- The module: batches, each its own transaction --------------------------------------------
 
-def test_each_batch_commits_on_its_own(drain, small_batches, monkeypatch):
-    made = failed(drain, 5)
+@pytest.fixture
+def third_batch_fails(monkeypatch):
+    """Retry, but the third batch raises."""
     calls = []
     original = bulk.ACTIONS["retry"]
 
-    def third_fails(ids, terminate):
+    def act(ids, terminate):
         calls.append(ids)
         if len(calls) == 3:
             raise RuntimeError("the third batch fails")
         return original.act(ids, terminate)
 
-    monkeypatch.setitem(bulk.ACTIONS, "retry", dataclasses.replace(original, act=third_fails))
+    monkeypatch.setitem(bulk.ACTIONS, "retry", dataclasses.replace(original, act=act))
+    return original
+
+
+def test_each_batch_commits_on_its_own(drain, small_batches, third_batch_fails):
+    made = failed(drain, 5)
     user = User.objects.create(username="ops", is_staff=True)
     with pytest.raises(RuntimeError):
         bulk.apply(bulk.ACTIONS["retry"], Task.objects.filter(status="F"), user, expected=5)
     assert statuses(made) == ["F", "Q", "Q", "Q", "Q"]  # two batches of two committed
     # What is left is one task; counted again and expected as such, it is retried.
-    done = bulk.apply(original, Task.objects.filter(status="F"), user, expected=1)
+    done = bulk.apply(third_batch_fails, Task.objects.filter(status="F"), user, expected=1)
     assert (done.matched, done.acted, done.batches) == (1, 1, 1)
     assert statuses(made) == ["Q"] * 5
+
+
+def test_batches_commit_one_by_one_even_under_atomic_requests(staff, drain, small_batches, third_batch_fails,
+                                                               monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    made = failed(drain, 5)
+    with pytest.raises(RuntimeError):
+        post(staff, f"{API}retry/?status=F", {"expected": 5})
+    assert statuses(made) == ["F", "Q", "Q", "Q", "Q"]
 
 
 def test_a_retry_skips_subtasks_and_what_did_not_fail(drain):
