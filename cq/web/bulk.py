@@ -52,9 +52,11 @@ class Action:
     """What a bulk action does to a batch of task ids, and to which tasks it applies."""
 
     name: str
-    #: The tasks it applies to, as a filter and in words.
+    #: The tasks it applies to, as a filter and in words: "failed or lost" tasks, and more
+    #: exactly "top-level tasks that ended Failure or Lost".
     applies: Q
     described: str
+    applies_to: str
     #: ``act(ids, terminate)``: how many of ``ids`` it acted on.
     act: Callable[[list[Any], bool], int]
 
@@ -70,9 +72,9 @@ def _revoke(ids: list[Any], terminate: bool) -> int:
 
 
 ACTIONS = {
-    "retry": Action("retry", Q(parent__isnull=True, status__in=RETRYABLE),
-                    "failed or lost top-level tasks", _retry),
-    "revoke": Action("revoke", Q(status__in=REVOCABLE), "unfinished tasks", _revoke),
+    "retry": Action("retry", Q(parent__isnull=True, status__in=RETRYABLE), "failed or lost",
+                    "top-level tasks that ended Failure or Lost", _retry),
+    "revoke": Action("revoke", Q(status__in=REVOCABLE), "unfinished", "unfinished tasks", _revoke),
 }
 
 

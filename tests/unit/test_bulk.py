@@ -200,7 +200,7 @@ def test_the_dashboard_confirms_the_count_then_retries(drain):
     client.force_login(User.objects.create(username="staff", is_staff=True))
     assert 'href="/cq/bulk/retry/?status=F"' in client.get("/cq/", {"status": "F"}).content.decode()
     page = client.get("/cq/bulk/retry/", {"status": "F"}).content.decode()
-    assert "Retry 1,234 failed or lost top-level tasks?" in page
+    assert "Retry 1,234 failed or lost tasks?" in page
     assert 'name="expected" value="1234"' in page
     # A POST without the form's CSRF token is refused, as everywhere in Django.
     assert client.post("/cq/bulk/retry/?status=F", {"expected": "1234"}).status_code == 403
@@ -222,7 +222,7 @@ def test_the_dashboard_asks_again_when_the_count_changed(staff, drain):
     response = staff.post("/cq/bulk/retry/?status=F", {"expected": "5"})
     assert response.status_code == 409
     page = response.content.decode()
-    assert "2 tasks match now, not 5" in page and "Retry 2 failed or lost top-level tasks?" in page
+    assert "2 tasks match now, not 5" in page and "Retry 2 failed or lost tasks?" in page
     assert staff.post("/cq/bulk/retry/?status=F", {"expected": "many"}).status_code == 400
     assert staff.get("/cq/bulk/retry/", {"since": "last week"}).status_code == 400
     assert staff.get("/cq/bulk/archive/").status_code == 404
