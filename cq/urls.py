@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .web import api, dashboard, queue_api
+from .web import api, bulk, dashboard, queue_api
 
 app_name = "cq"
 urlpatterns = [
@@ -10,6 +10,7 @@ urlpatterns = [
     path("tasks/<str:task_id>/", dashboard.task_page, name="task"),
     path("workers/", dashboard.workers, name="workers"),
     path("queues/", dashboard.queues, name="queues"),
+    path("bulk/<str:action>/", bulk.confirm, name="bulk"),
     path("api/tasks/", api.tasks, name="api-tasks"),
     path("api/tasks/<str:task_id>/", api.task, name="api-task"),
     path("api/tasks/<str:task_id>/revoke/", api.revoke, name="api-revoke"),
@@ -17,4 +18,5 @@ urlpatterns = [
     path("api/tasks/<str:task_id>/rerun/", api.rerun, name="api-rerun"),
     path("api/queues/", queue_api.queue_list, name="api-queues"),
     path("api/queues/<str:name>/", queue_api.queue, name="api-queue"),
+    path("api/bulk/<str:action>/", bulk.api, name="api-bulk"),
 ]

@@ -38,13 +38,16 @@ OPTIONS = frozenset({"queue", "priority", "fields", "countdown", "eta", "unique_
 
 
 class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """An error answer; ``details`` join ``code`` and ``message`` in its ``error`` object."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def endpoint(*methods: str) -> Any:
-    """Answer JSON, refuse anonymous users and other methods, and turn refusals into errors."""
+def endpoint(*methods: str, created: bool = True) -> Any:
+    """Answer JSON, refuse anonymous users and other methods, and turn refusals into errors. A POST
+    answers 201 unless it creates nothing (``created=False``)."""
 
     def decorate(view: Any) -> Any:
         def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
@@ -53,9 +56,10 @@ def endpoint(*methods: str) -> Any:
                     raise Refused(405, "method_not_allowed", f"Use {' or '.join(methods)}.")
                 if not request.user.is_authenticated:
                     raise Refused(401, "not_logged_in", "Log in first.")
-                return JsonResponse(view(request, *args, **kwargs), status=201 if request.method == "POST" else 200)
+                status = 201 if request.method == "POST" and created else 200
+                return JsonResponse(view(request, *args, **kwargs), status=status)
             except Refused as refusal:
-                return _error(refusal.status, refusal.code, refusal.message)
+                return _error(refusal.status, refusal.code, refusal.message, **refusal.details)
             except TaskNotRegistered as error:
                 return _error(400, "unknown_task", str(error))
             except CQError as error:
@@ -66,8 +70,8 @@ def endpoint(*methods: str) -> Any:
     return decorate
 
 
-def _error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+def _error(status: int, code: str, message: str, **details: Any) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, **details}}, status=status)
 
 
 def as_json(task: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "query": {name: query.get(name, "") for name in ("status", "func_name", "window", "since", "until",
                                                            "owner", "q")},
         "filtered": any(query.values()), "problem": problem, "throughput": throughput(),
+        "bulk_query": query.urlencode(),  # the bulk actions (cq.web.bulk) act on what this list selects
     }, status=400 if problem else 200)
 
 

@@ -26,7 +26,7 @@ def queue_list(request: HttpRequest) -> dict[str, Any]:
     return {"queues": queues.overview()}
 
 
-@endpoint("POST")
+@endpoint("POST", created=False)
 def queue(request: HttpRequest, name: str) -> dict[str, Any]:
     if not may_control_queues(request.user):
         raise Refused(403, "forbidden", "Changing a queue takes staff with the permission to change queues.")

@@ -44,10 +44,18 @@ def revoke(task: Task, terminate: bool = False) -> None:
     its worker process is killed instead. A waiting parent of ``task`` ends
     INCOMPLETE.
     """
-    ids, frontier = {task.pk}, [task.pk]
+    revoke_all([task.pk], terminate)
+    task.refresh_from_db(fields=["status", "finished"])
+
+
+def revoke_all(task_ids: Iterable[Any], terminate: bool = False) -> set[Any]:
+    """Revoke, as :func:`revoke` does each, the tasks of ``task_ids`` with their trees (in one
+    statement per ``result_ttl``); returns the ids of every task it revoked, those under and
+    after them too."""
+    roots = list(task_ids)
+    ids, frontier = set(roots), roots
     while frontier:
         frontier = [pk for pk in Task.objects.filter(Q(parent__in=frontier) | Q(previous__in=frontier))
                     .values_list("pk", flat=True) if pk not in ids]
         ids.update(frontier)
-    revoking.revoke(task, ids, terminate)
-    task.refresh_from_db(fields=["status", "finished"])
+    return revoking.revoke(roots, ids, terminate)

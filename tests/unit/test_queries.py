@@ -165,14 +165,15 @@ def test_the_dashboards_chart_and_queues_read_no_whole_table(worker):
     ones: both through an index, however many finished tasks the table keeps."""
     from django.utils import timezone
 
-    from cq.web.dashboard import queue_depths, throughput
+    from cq.engine.queues import waiting
+    from cq.web.dashboard import throughput
 
     tasks.noop.delay()
     worker.drain()
     tasks.noop.delay()
     with CaptureQueriesContext(connection) as captured:
         assert sum(sum(row) for row in throughput()["counts"].values()) == 1
-        assert [row["depth"] for row in queue_depths(timezone.now())] == [1]
+        assert [row["depth"] for row in waiting(timezone.now())] == [1]
     scans = full_scans(captured)
     assert scans == [], "\n\n".join(scans)
 

@@ -60,16 +60,26 @@ def submit(task: Task, args: list[Any], concurrency_key: str | None) -> bool:
 def retry_now(task: Task) -> bool:
     """Queue again a top-level task that ended FAILURE or LOST, as the same row (its retries
     counted); ``False`` if it is not such a task. A task of a tree is retried by its tree."""
+    if not retry_all(Task.objects.filter(pk=task.pk)):
+        return False
+    task.refresh_from_db()
+    return True
+
+
+def retry_all(candidates: QuerySet[Task]) -> list[Task]:
+    """Queue again, as the same rows and in one statement, the top-level tasks of ``candidates``
+    that ended FAILURE or LOST (the others are left as they are); returns those it queued."""
     now = clock.now()
     with transaction.atomic():
-        updated = Task.objects.filter(pk=task.pk, parent__isnull=True, status__in=RETRYABLE).update(
-            status=TaskStatus.QUEUED, submitted=now, started=None, finished=None, result_expiry=None,
-            run_after=None, retries=F("retries") + 1, last_retry=now)
-        if updated:
-            task.refresh_from_db()
-            doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
-            events.status([task])
-    return bool(updated)
+        found = update_returning(
+            candidates.filter(parent__isnull=True, status__in=RETRYABLE),
+            {"status": TaskStatus.QUEUED, "submitted": now, "started": None, "finished": None,
+             "result_expiry": None, "run_after": None, "retries": F("retries") + 1, "last_retry": now},
+            ["queue", "priority", "top", "func_name", "status"])
+        if found:
+            doorbell.ring_on_commit([(task.pk, task.queue, task.priority) for task in found])
+            events.status(found)
+    return found
 
 
 def queue_retries(task_ids: list[Any]) -> int:

@@ -6,6 +6,7 @@ A revoked task is never run; one already running finishes, but its outcome is no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -14,6 +15,7 @@ from ... import signals
 from ...models import REVOCABLE, TaskStatus, Worker, get_task_model
 from ...transport import events
 from .. import clock, limits
+from ..returning import update_returning
 from . import settling
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
@@ -22,26 +24,31 @@ else:
     Task = get_task_model()
 
 
-def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
-    """Revoke the unfinished tasks among ``ids`` (``task``'s tree, walked by ``cq.workflows.trees.revoke``);
-    with ``terminate``, ask the supervisors running them to kill their processes."""
+def revoke(roots: Iterable[Any], ids: set[Any], terminate: bool) -> set[Any]:
+    """Revoke the unfinished tasks among ``ids`` (the trees of the tasks ``roots``, by primary key,
+    walked by ``cq.workflows.trees``); with ``terminate``, ask the supervisors running them to kill
+    their processes. Returns the ids it revoked. A waiting parent of a root outside ``ids`` settles."""
     now = clock.now()
+    revoked: set[Any] = set()
     with transaction.atomic():
         running = list(Task.objects.filter(pk__in=ids, status=TaskStatus.RUNNING).values_list(
             "pk", "worker", "concurrency_key", "queue"))
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
-        if events.enabled() or signals.task_finished.has_listeners():
-            revoked = list(revocable)
-            for row in revoked:
-                row.status, row.finished = TaskStatus.REVOKED, now
-            events.status(revoked)
+        # Events and task_finished's listeners get whole rows, as the update left them.
+        fields: list[str] | None = None if events.enabled() or signals.task_finished.has_listeners() else []
         # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
         for ttl in set(revocable.values_list("result_ttl", flat=True)):
             expiry = settling.result_expiry(Task(result_ttl=ttl), now)
-            revocable.filter(result_ttl=ttl).update(status=TaskStatus.REVOKED, finished=now, result_expiry=expiry)
+            rows = update_returning(revocable.filter(result_ttl=ttl), {
+                "status": TaskStatus.REVOKED, "finished": now, "result_expiry": expiry}, fields)
+            if fields is None:
+                events.status(rows)
+            revoked.update(row.pk for row in rows)
         for pk, worker, _key, _queue in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
         limits.wake_on_commit([(key, queue) for _pk, _worker, key, queue in running])
-        parent_id = Task.objects.filter(pk=task.pk).values_list("parent_id", flat=True).get()
-        if parent_id is not None and parent_id not in ids:
+        parents = set(Task.objects.filter(pk__in=list(roots), parent__isnull=False)
+                      .values_list("parent_id", flat=True))
+        for parent_id in sorted(parents - ids):  # in primary-key order, as settling_at_end() does
             settling.settle(parent_id)
+    return revoked
