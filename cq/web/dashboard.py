@@ -119,10 +119,37 @@ def workers(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def queues(request: HttpRequest) -> HttpResponse:
-    """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited."""
+    """Each queue's depth (QUEUED tasks that may run now) and how long its oldest has waited; and
+    the tasks no live worker of their queue knows the function of."""
     now = timezone.now()
     rows = [{**row, "waited": (now - row["oldest"]).total_seconds()} for row in queue_depths(now)]
-    return _page(request, "cq/queues.html", {"rows": rows})
+    orphans = [{**row, "waited": (now - row["since"]).total_seconds()} for row in unknown_functions(now)]
+    return _page(request, "cq/queues.html", {"rows": rows, "orphans": orphans})
+
+
+def unknown_functions(now: Any) -> list[dict[str, Any]]:
+    """QUEUED tasks whose function no live worker of their queue knows (``Worker.functions``), by
+    queue and function: ``queue``, ``func_name``, ``count`` and ``since`` (the oldest's
+    submission). Only queues that live workers serve, and that all of them listed their functions
+    for, are judged; a Django task outside tasks.py is not (a worker imports it when it meets it)."""
+    cutoff = now - timedelta(seconds=settings.WORKER_TIMEOUT)
+    known: dict[str, set[str] | None] = {}
+    for queues, functions in Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values_list(
+            "queues", "functions"):
+        for queue in queues:
+            names = known.setdefault(queue, set())
+            known[queue] = None if names is None or not functions else names | set(functions)
+    judged = [queue for queue, names in known.items() if names is not None]
+    if not judged:
+        return []
+    waiting = (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+               .filter(status=TaskStatus.QUEUED, queue__in=judged))
+    marks = registry.claimable()[1]
+    if marks:
+        waiting = waiting.exclude(fields__has_any_keys=marks)
+    rows = (waiting.values("queue", "func_name").annotate(count=Count("pk"), since=Min("submitted"))
+            .order_by("queue", "func_name"))
+    return [row for row in rows if row["func_name"] not in (known[row["queue"]] or ())]
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:

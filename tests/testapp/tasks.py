@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -568,3 +569,7 @@ def returns_task(cqt, task_id):
 @task(atomic=False)
 def plain_noop(cqt):
     return None
+
+
+if os.environ.get("CQ_TEST_DEPLOYED"):  # a worker of the newer deploy: tests/integration/test_deploys.py
+    from . import deployed  # noqa: F401
