@@ -32,6 +32,7 @@ from django.utils.module_loading import import_string
 
 from . import registry, signals, validation
 from .engine import current
+from .exceptions import TaskNotRegistered
 from .statuses import TaskStatus
 
 try:  # Django 6.0 and later
@@ -217,12 +218,7 @@ def django_task_of(row: Any) -> DjangoTask[Any, Any] | None:
     imported in this process is imported from the path its row keeps, if its signature holds."""
     fn = registry.find(row.func_name)
     if fn is None:
-        signed = (row.fields or {}).get(FIELD, {}).get("path")
-        try:
-            path = _signer().unsign(signed) if isinstance(signed, str) else None
-        except signing.BadSignature:
-            path = None
-        if path != row.func_name:
+        if _signed_path(row) is None:
             return None
         try:
             found = import_string(row.func_name)  # the path its signature holds
@@ -235,7 +231,26 @@ def django_task_of(row: Any) -> DjangoTask[Any, Any] | None:
     return fn.func.task if fn is not None and isinstance(fn.func, _Runner) else None
 
 
+def _signed_path(row: Any) -> str | None:
+    """The path of the Django task a row runs, if its row keeps it signed with this SECRET_KEY."""
+    signed = (row.fields or {}).get(FIELD, {}).get("path")
+    try:
+        path = _signer().unsign(signed) if isinstance(signed, str) else None
+    except signing.BadSignature:
+        path = None
+    return path if path == row.func_name else None
+
+
 def _find_function(row: Any) -> registry.TaskFunction[Any, Any] | None:
+    """The finder of cq.registry: ``None`` for a row of no Django task, or of one this code cannot
+    import (a worker that has it will run it).
+
+    Raises:
+        TaskNotRegistered: the path its row keeps is not signed with this SECRET_KEY (forged).
+    """
+    if FIELD in (row.fields or {}) and _signed_path(row) is None:
+        raise TaskNotRegistered(f"No task function is registered as {row.func_name!r}, and the path its row "
+                                f"keeps is not signed with this SECRET_KEY: it is not imported.")
     return registry.find(row.func_name) if django_task_of(row) is not None else None
 
 
@@ -280,5 +295,5 @@ def _send_finished(sender: Any, task: Any, **extra: Any) -> None:
         django_signals.task_finished.send(type(backend), task_result=as_result(task, django_task, backend.alias))
 
 
-registry.finders.append(_find_function)
+registry.add_finder(_find_function, FIELD)
 signals.task_finished.connect(_send_finished, dispatch_uid="cq.backends")

@@ -4,9 +4,10 @@ Only a registered function can run: a name coming from the database, the
 admin or the API is looked up here, never imported from a dotted path.
 
 Looking a function up: :func:`find` and :func:`find_for_row` give ``None`` when
-nothing is registered; :func:`require` and :func:`require_for_row` raise
-``TaskNotRegistered``. The ``_for_row`` pair also asks the ``finders`` (a Django
-task a row names, which this process has not imported yet).
+nothing is registered; :func:`require` raises ``TaskNotRegistered``. :func:`find_for_row`
+also asks the ``finders`` (a Django task a row names, which this process has not imported yet).
+A name is a function's own or one of its ``aliases`` (its names before a rename). A worker
+claims only rows :func:`claimable` says it can run: others wait, QUEUED, for a worker that can.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ R = TypeVar("R")
 RetryRule = type[BaseException] | BaseException | Callable[[BaseException], bool]
 
 _registry: dict[str, TaskFunction[Any, Any]] = {}
+#: Each alias, and the name of the function it finds.
+_aliases: dict[str, str] = {}
 #: ``rate_limit``: how many starts per second, minute or hour, e.g. "10/m".
 RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
 _RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -48,7 +51,11 @@ class TaskFunction(Generic[P, R]):
                  time_limit: float | None = None, soft_time_limit: float | None = None,
                  fields: dict[str, Any] | None = None, priority: int = 0,
                  concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
-                 rate_limit: str | None = None) -> None:
+                 rate_limit: str | None = None, aliases: Iterable[str] = ()) -> None:
+        given = [] if isinstance(aliases, str) or not isinstance(aliases, Iterable) else list(aliases)
+        if not given and aliases or not all(isinstance(alias, str) and alias.strip() for alias in given):
+            raise ImproperlyConfigured(f"@task {name!r}: aliases= takes a list of names (the names its rows may "
+                                       f"have been queued under), not {aliases!r}.")
         if retries < 0:
             raise ImproperlyConfigured(f"@task {name!r}: retries must be 0 or more, not {retries}.")
         if not validation.is_queue_name(queue):
@@ -75,6 +82,8 @@ class TaskFunction(Generic[P, R]):
         self.concurrency_key = concurrency_key
         self.max_concurrency = max_concurrency
         self.rate_limit = rate_limit
+        #: Other names its rows may carry (its names before a rename): they run it too.
+        self.aliases = tuple(dict.fromkeys(alias for alias in given if alias != name))
         #: Shortest time between two starts under ``rate_limit``.
         self.rate_interval = None if rate_limit is None else _parse_rate(name, rate_limit)
         functools.update_wrapper(self, func)
@@ -211,7 +220,8 @@ def task(name: str | None = None, atomic: bool = True, *, retries: int = 0,
          retry_on_lost: bool = False, time_limit: float | None = None, soft_time_limit: float | None = None,
          fields: dict[str, Any] | None = None, priority: int = 0,
          concurrency_key: str | Callable[..., str | None] | None = None, max_concurrency: int | None = None,
-         rate_limit: str | None = None) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
+         rate_limit: str | None = None,
+         aliases: Iterable[str] = ()) -> Callable[[Callable[..., R]], TaskFunction[Any, R]]: ...
 
 
 def task(  # type: ignore[misc]  # the name comes positionally (as name_or_func) or as name=
@@ -228,9 +238,12 @@ def task(  # type: ignore[misc]  # the name comes positionally (as name_or_func)
     ``concurrency_key`` (a string, or a function of the task's arguments returning one) with
     ``max_concurrency`` limits how many tasks of one key run at once; ``rate_limit`` ("10/m")
     how often tasks of this function start. See ``cq.engine.limits``.
+    ``aliases`` are other names it answers to: after a rename, the old dotted path, so that
+    rows queued under it still run (``@task(aliases=["old.module.send_email"])``).
 
     Raises:
-        ImproperlyConfigured: an option is out of range, when the decorator runs.
+        ImproperlyConfigured: an option is out of range, or a name or alias is another
+            function's, when the decorator runs.
     """
     if callable(name_or_func):
         return _register(name_or_func, name, atomic, options)
@@ -259,7 +272,19 @@ def _register(func: Callable[..., Any], name: str | None, atomic: bool,
             f"Two task functions are registered as {name!r}: {_origin(existing.func)} and "
             f"{_origin(func)}. Give one of them another name with @task('other-name')."
         )
+    for taken in (name, *fn.aliases):
+        other = _registry.get(_aliases.get(taken, taken))
+        if other is not None and other.name != name:
+            what = "an alias" if taken in _aliases else "the name"
+            raise ImproperlyConfigured(f"@task {name!r}: {taken!r} is already {what} of task function "
+                                       f"{other.name!r} ({_origin(other.func)}); remove it from one of them.")
+    if existing is not None:  # the same function registered again (its module imported again)
+        for alias in existing.aliases:
+            _aliases.pop(alias, None)
     _registry[name] = fn
+    _aliases.update(dict.fromkeys(fn.aliases, name))
+    global _claimable
+    _claimable = None
     return fn
 
 
@@ -268,13 +293,28 @@ def _origin(func: Callable[..., Any]) -> str:
 
 
 #: Callables ``find(row)`` that may find the function of a task row whose name is not registered
-#: in this process: ``cq.backends`` imports a Django task from the signed path its row keeps.
+#: in this process (``cq.backends`` imports a Django task from the signed path its row keeps), and
+#: the keys of a row's ``fields`` that mark the rows they may find: see :func:`add_finder`.
 finders: list[Callable[[Any], TaskFunction[Any, Any] | None]] = []
+_marks: list[str] = []
+#: Names of marked rows the finders could not find a function for in this process (its code lacks
+#: the module): this process claims them no more, and leaves them to workers that have it.
+unfound: set[str] = set()
+_claimable: tuple[list[str], list[str], list[str]] | None = None
+
+
+def add_finder(finder: Callable[[Any], TaskFunction[Any, Any] | None], mark: str) -> None:
+    """Ask ``finder`` for the function of a row this process does not know whose ``fields`` hold
+    the key ``mark``; it may refuse a row for good by raising ``TaskNotRegistered``."""
+    global _claimable
+    finders.append(finder)
+    _marks.append(mark)
+    _claimable = None
 
 
 def find(name: str) -> TaskFunction[Any, Any] | None:
-    """The task function registered as ``name``, or ``None``."""
-    return _registry.get(name)
+    """The task function registered as ``name`` (or with ``name`` among its aliases), or ``None``."""
+    return _registry.get(name) or _registry.get(_aliases.get(name, ""))
 
 
 def require(name: str) -> TaskFunction[Any, Any]:
@@ -283,7 +323,7 @@ def require(name: str) -> TaskFunction[Any, Any]:
     Raises:
         TaskNotRegistered: no ``@task`` has that name (its module may not be imported).
     """
-    fn = _registry.get(name)
+    fn = find(name)
     if fn is None:
         raise TaskNotRegistered(
             f"No task function is registered as {name!r}. Decorate it with @cq.task and make sure "
@@ -292,23 +332,26 @@ def require(name: str) -> TaskFunction[Any, Any]:
     return fn
 
 
-def find_for_row(task: Any) -> TaskFunction[Any, Any] | None:
-    """The task function a task row runs, or ``None``: the one registered under its ``func_name``,
-    else the first that one of the ``finders`` finds."""
-    fn = _registry.get(task.func_name)
-    for finder in finders if fn is None else ():
-        if (fn := finder(task)) is not None:
-            break
-    return fn
-
-
-def require_for_row(task: Any) -> TaskFunction[Any, Any]:
-    """The task function a task row runs, as :func:`find_for_row` finds it.
+def find_for_row(task: Any, *, strict: bool = False) -> TaskFunction[Any, Any] | None:
+    """The task function a task row runs, or ``None``: the one registered under its ``func_name``
+    (or an alias), else the first that one of the ``finders`` finds. A finder may refuse a row
+    for good (a Django task whose path was forged) by raising: that gives ``None``, or with
+    ``strict``, the error.
 
     Raises:
-        TaskNotRegistered: neither the registry nor a finder knows it.
+        TaskNotRegistered: with ``strict``, a finder refused the row.
     """
-    return find_for_row(task) or require(task.func_name)
+    fn = find(task.func_name)
+    for finder in finders if fn is None else ():
+        try:
+            fn = finder(task)
+        except TaskNotRegistered:
+            if strict:
+                raise
+            return None
+        if fn is not None:
+            break
+    return fn
 
 
 def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:
@@ -328,5 +371,28 @@ def name_of(func: TaskFunction[Any, Any] | Callable[..., Any] | str) -> str:
 
 
 def names() -> list[str]:
-    """Every registered name, sorted (for the admin's choices)."""
+    """Every registered name, sorted (for the admin's choices); aliases are not among them."""
     return sorted(_registry)
+
+
+def known() -> list[str]:
+    """The names of the functions this process runs, aliases included, sorted (``Worker.functions``)."""
+    return claimable()[0]
+
+
+def claimable() -> tuple[list[str], list[str], list[str]]:
+    """What a worker of this process may claim: rows whose name is among the first list (the
+    known names); and rows whose ``fields`` hold one of the second (finders' marks) unless their
+    name is among the third (``unfound``). Built once, until a function is registered or a name
+    is found unfound: a claim passes these lists as they are."""
+    global _claimable
+    if _claimable is None:
+        _claimable = (sorted([*_registry, *_aliases]), sorted(_marks), sorted(unfound))
+    return _claimable
+
+
+def not_found(name: str) -> None:
+    """Note that no finder of this process finds a function for rows named ``name``."""
+    global _claimable
+    unfound.add(name)
+    _claimable = None

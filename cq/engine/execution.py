@@ -36,7 +36,7 @@ from ..exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRe
 from ..models import get_task_model
 from . import current, database
 from .inline import InlineTask
-from .transitions import outcomes, settling
+from .transitions import outcomes, queueing, settling
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -65,9 +65,18 @@ def run(task: Task, batch: Batch | None = None) -> None:
     never escape; an error that does is cq's, and the outcome is then not recorded."""
     with current.running(task):
         try:
-            fn = registry.require_for_row(task)
-        except TaskNotRegistered as error:
+            fn = registry.find_for_row(task, strict=True)
+        except TaskNotRegistered as error:  # a finder refuses the row for good (a forged path)
             record(task, functools.partial(outcomes.fail, task, error, False))
+            return
+        if fn is None:
+            # The claim takes only rows this process knows, and those a finder may find (a Django
+            # task's path, which this code may lack): such a row goes back to the queue, for a
+            # worker that has its function, and this process claims its name no more.
+            logger.warning("Worker %s has no task function %r: task %s is put back in the queue, for a worker "
+                           "that has it.", task.worker, task.func_name, task.pk)
+            registry.not_found(task.func_name)
+            record(task, lambda: _put_back(task))
             return
         if batch is not None and fn.atomic:
             batch.run(task, fn)
@@ -75,6 +84,10 @@ def run(task: Task, batch: Batch | None = None) -> None:
             _run_atomic(task, fn)
         else:
             _run_plain(task, fn)
+
+
+def _put_back(task: Task) -> None:
+    queueing.release(task.worker, [task.pk])
 
 
 def _call(task: Task, fn: registry.TaskFunction[Any, Any]) -> Any:

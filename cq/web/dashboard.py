@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count
+from django.db.models import Count, Min
 from django.db.models.functions import TruncMinute
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -115,9 +115,37 @@ def workers(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def queues(request: HttpRequest) -> HttpResponse:
     """Each queue: paused or capped (with buttons for those who may change it), how many tasks
-    wait and for how long, and how many live workers serve it."""
-    return _page(request, "cq/queues.html", {"rows": queues_of_cq.overview(),
+    wait and for how long, and how many live workers serve it; and the tasks no live worker of
+    their queue knows the function of."""
+    now = timezone.now()
+    orphans = [{**row, "waited": (now - row["since"]).total_seconds()} for row in unknown_functions(now)]
+    return _page(request, "cq/queues.html", {"rows": queues_of_cq.overview(), "orphans": orphans,
                                              "may_control": may_control_queues(request.user)})
+
+
+def unknown_functions(now: Any) -> list[dict[str, Any]]:
+    """QUEUED tasks whose function no live worker of their queue knows (``Worker.functions``), by
+    queue and function: ``queue``, ``func_name``, ``count`` and ``since`` (the oldest's
+    submission). Only queues that live workers serve, and that all of them listed their functions
+    for, are judged; a Django task outside tasks.py is not (a worker imports it when it meets it)."""
+    cutoff = now - timedelta(seconds=settings.WORKER_TIMEOUT)
+    known: dict[str, set[str] | None] = {}
+    for queues, functions in Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values_list(
+            "queues", "functions"):
+        for queue in queues:
+            names = known.setdefault(queue, set())
+            known[queue] = None if names is None or not functions else names | set(functions)
+    judged = [queue for queue, names in known.items() if names is not None]
+    if not judged:
+        return []
+    waiting = (get_task_model()._default_manager.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
+               .filter(status=TaskStatus.QUEUED, queue__in=judged))
+    marks = registry.claimable()[1]
+    if marks:
+        waiting = waiting.exclude(fields__has_any_keys=marks)
+    rows = (waiting.values("queue", "func_name").annotate(count=Count("pk"), since=Min("submitted"))
+            .order_by("queue", "func_name"))
+    return [row for row in rows if row["func_name"] not in (known[row["queue"]] or ())]
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:

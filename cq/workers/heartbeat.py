@@ -25,6 +25,7 @@ from typing import Any
 from django.db import connections
 from django.db.models.functions import Now
 
+from .. import registry
 from ..conf import settings
 from ..engine import database
 from ..models import Worker
@@ -49,9 +50,11 @@ class Incarnation:
 
 
 def register(worker: Incarnation) -> None:
-    """Record a worker process that starts now (before it claims anything)."""
+    """Record a worker process that starts now (before it claims anything), with the names of the
+    functions it runs: those of this process, which has its code and settings (a supervisor
+    registers its children). Written once here, so that a heartbeat stays one small UPDATE."""
     Worker.objects.create(name=worker.name, host=socket.gethostname(), pid=worker.pid, queues=worker.queues,
-                          started=Now(), last_heartbeat=Now())
+                          functions=registry.known(), started=Now(), last_heartbeat=Now())
 
 
 def beat(worker: Incarnation) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -576,3 +577,7 @@ def timed_report(cqt, seconds=0):
     began = time.time()
     time.sleep(seconds)
     return [began, time.time()]
+
+
+if os.environ.get("CQ_TEST_DEPLOYED"):  # a worker of the newer deploy: tests/integration/test_deploys.py
+    from . import deployed  # noqa: F401

@@ -129,6 +129,6 @@ def test_a_batched_run_with_a_task_chained_after_it_meanwhile_launches_it(worker
     following = Task.objects.get(pk=created[1].pk).chain(tasks.noop)
     with execution.batch() as running:
         for task in claimed:
-            running.run(task, registry.require_for_row(task))
+            running.run(task, registry.require(task.func_name))
     assert [t.wait().status for t in created] == [Task.STATUS_SUCCESS] * 2
     assert Task.objects.get(pk=following.pk).status == Task.STATUS_QUEUED  # launched by the usual path

@@ -175,16 +175,15 @@ def test_result_that_is_not_json_fails_the_task_with_a_clear_error(drain):
     assert "not JSON-serialisable" in task.error
 
 
-def test_task_whose_function_is_no_longer_registered_fails(drain):
+def test_task_whose_function_is_no_longer_registered_stays_queued(drain):
+    """Not failed: a worker whose code has the function may come (tests/unit/test_deploys.py)."""
     task = Task.objects.create(func_name="tests.gone", status=Task.STATUS_QUEUED)
     from cq.transport import doorbell
 
     doorbell.ring([task.pk])
     drain()
     task.refresh_from_db()
-    assert task.status == Task.STATUS_FAILURE
-    assert task.exception == "cq.exceptions.TaskNotRegistered"
-    assert "tests.gone" in task.error
+    assert (task.status, task.attempt, task.error) == (Task.STATUS_QUEUED, 0, None)
 
 
 def test_result_expiry_follows_result_ttl(drain):

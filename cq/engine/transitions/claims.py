@@ -1,8 +1,10 @@
 """Claiming: QUEUED (or a due RETRY) → RUNNING, for one worker, then admitted under limits.
 
-A claim is one conditional UPDATE that skips rows another transaction holds locked; it
-stamps the database's time in ``started`` and counts the attempt (see the package's
-docstring for fencing). The tasks it takes whose function has a concurrency or rate limit
+A claim is one conditional UPDATE that skips rows another transaction holds locked, and rows
+of functions this process does not know (``registry.claimable``: a worker deployed before or
+after the code of a function leaves its rows QUEUED for the workers that have it); it stamps
+the database's time in ``started`` and counts the attempt (see the package's docstring for
+fencing). The tasks it takes whose function has a concurrency or rate limit
 are then admitted, or put back, by ``cq.engine.limits``.
 """
 
@@ -19,6 +21,7 @@ from django.db import connections, router
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from ... import registry
 from ...models import TaskStatus, get_task_model
 from ...transport import doorbell, events
 from .. import clock, limits, statements
@@ -47,9 +50,9 @@ def claim(task_ids: list[str], worker: str, queues: Iterable[str]) -> list[Task]
         # One doorbell (the usual case under a steady trickle) has a statement of its own: its
         # generic plan is as cheap as a custom one, so PostgreSQL plans it once per connection.
         wanted, named = ("doorbell", ids) if len(ids) > 1 else ("one", ids[0])
-        rows = _claim_locked(wanted, [named, TaskStatus.QUEUED, queues, clock.now()], worker)
+        rows = _claim_locked(wanted, [named, TaskStatus.QUEUED, queues, clock.now(), *_known_arrays()], worker)
     else:
-        ready = Task.objects.filter(_ready(), pk__in=task_ids, status=TaskStatus.QUEUED, queue__in=queues)
+        ready = Task.objects.filter(_ready(), _known(), pk__in=task_ids, status=TaskStatus.QUEUED, queue__in=queues)
         rows = update_returning(ready, _claiming(worker))
     claimed = {str(task.pk): task for task in rows}
     missing = [task_id for task_id in task_ids if task_id not in claimed]
@@ -81,13 +84,13 @@ def claim_due(worker: str, queues: Iterable[str], grace: float, limit: int = 1) 
     cutoff = now - timedelta(seconds=grace)
     if _on_postgresql():
         claimed = _claim_locked("due", [TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.RETRY, cutoff, now, queues,
-                                        limit], worker)
+                                        *_known_arrays(), limit], worker)
     else:
         # The status test comes first, as the cq_task_wait index states it: SQLite uses a
         # partial index only when the query repeats the index's condition.
         due = (Q(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
                & (Q(status=TaskStatus.RETRY) | Q(submitted__lte=cutoff)) & _ready(now))
-        oldest = Task.objects.filter(due, queue__in=queues).order_by("-priority", "submitted")
+        oldest = Task.objects.filter(due, _known(), queue__in=queues).order_by("-priority", "submitted")
         claimed = update_returning(Task.objects.filter(pk__in=oldest.values("pk")[:limit]), _claiming(worker))
     return _admitted(sorted(claimed, key=lambda task: (-task.priority, task.submitted)), worker)
 
@@ -101,6 +104,33 @@ def _ready(now: Any = None) -> Q:
     return Q(run_after__isnull=True) | Q(run_after__lte=now)
 
 
+def _known() -> Q:
+    """The rows of functions this process runs, as ``_KNOWN`` says (see ``registry.claimable``)."""
+    names, marks, unfound = registry.claimable()
+    if not marks:
+        return Q(func_name__in=names)
+    return Q(func_name__in=names) | (Q(fields__has_any_keys=marks) & ~Q(func_name__in=unfound))
+
+
+_arrays: tuple[Any, list[str]] = (None, [])
+
+
+def _known_arrays() -> list[str]:
+    """``registry.claimable()``'s lists as PostgreSQL array literals, made once: psycopg would
+    adapt each list (a name at a time, in Python) on every claim, which doubled its cost."""
+    global _arrays
+    lists = registry.claimable()
+    if _arrays[0] is not lists:
+        _arrays = (lists, [_array(names) for names in lists])
+    return _arrays[1]
+
+
+def _array(texts: list[str]) -> str:
+    """``texts`` as a PostgreSQL array literal, each quoted."""
+    quoted = ('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"' for text in texts)
+    return "{" + ",".join(quoted) + "}"
+
+
 def _on_postgresql() -> bool:
     return connections[router.db_for_write(Task)].vendor == "postgresql"
 
@@ -108,12 +138,19 @@ def _on_postgresql() -> bool:
 #: What a claim takes on PostgreSQL: by the ids its doorbells named, or the oldest due. Written
 #: by hand, and built once: Django would compile the UPDATE and its locking subquery on every
 #: claim, which costs more CPU than running them. ``{x}`` is the quoted column of field x.
+#: ``_KNOWN`` takes the three lists of ``registry.claimable()``: as parameters, so that the
+#: statement stays one, prepared once per connection.
+_KNOWN = "({func_name} = ANY(%s::text[]) OR ({fields} ?| %s::text[] AND NOT {func_name} = ANY(%s::text[])))"
 _WANTED = {
-    "one": "{id} = %s AND {status} = %s AND {queue} = ANY(%s) AND ({run_after} IS NULL OR {run_after} <= %s)",
-    "doorbell": "{id} = ANY(%s) AND {status} = %s AND {queue} = ANY(%s) AND ({run_after} IS NULL OR {run_after} <= %s)",
-    # The status test repeats the cq_task_wait index's condition, for the planner.
+    "one": "{id} = %s AND {status} = %s AND {queue} = ANY(%s) AND ({run_after} IS NULL OR {run_after} <= %s) AND "
+           + _KNOWN,
+    "doorbell": "{id} = ANY(%s) AND {status} = %s AND {queue} = ANY(%s) AND ({run_after} IS NULL OR "
+                "{run_after} <= %s) AND " + _KNOWN,
+    # The status test repeats the cq_task_wait index's condition, for the planner. The function
+    # test filters that index's scan: rows no worker here knows are stepped over, not taken.
     "due": "{status} IN (%s, %s) AND ({status} = %s OR {submitted} <= %s) AND ({run_after} IS NULL OR "
-           "{run_after} <= %s) AND {queue} = ANY(%s) ORDER BY {priority} DESC, {submitted} LIMIT %s",
+           "{run_after} <= %s) AND {queue} = ANY(%s) AND " + _KNOWN + " ORDER BY {priority} DESC, {submitted} "
+           "LIMIT %s",
 }
 
 
