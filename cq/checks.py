@@ -6,9 +6,11 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils.module_loading import import_string
 
+from . import registry, retention
 from .conf import settings
 
 
@@ -55,3 +57,15 @@ def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
         if not callable(found):
             errors.append(checks.Error(f"{setting} names {path!r}, which is not callable.", id="cq.E001"))
     return errors
+
+
+@checks.register()
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """CQ_RETENTION's rules are rules; a function one names is registered (a typo keeps nothing)."""
+    try:
+        rules = retention.rules()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="cq.E003")]
+    return [checks.Warning(f"CQ_RETENTION[{index}] names {name!r}, which is not a registered task function.",
+                           hint="Check its spelling, or that the module defining it is imported.", id="cq.W003")
+            for index, rule in enumerate(rules) for name in sorted(rule.functions or ()) if registry.find(name) is None]

@@ -35,10 +35,12 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
             for row in revoked:
                 row.status, row.finished = TaskStatus.REVOKED, now
             events.status(revoked)
-        # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
-        for ttl in set(revocable.values_list("result_ttl", flat=True)):
-            expiry = settling.result_expiry(Task(result_ttl=ttl), now)
-            revocable.filter(result_ttl=ttl).update(status=TaskStatus.REVOKED, finished=now, result_expiry=expiry)
+        # Revoked tasks expire like finished ones, by their result_ttl or their function's
+        # retention rule: one UPDATE per pair (a tree's tasks usually share a few).
+        for ttl, name in set(revocable.values_list("result_ttl", "func_name")):
+            expiry = settling.result_expiry(Task(result_ttl=ttl, func_name=name), now, TaskStatus.REVOKED)
+            revocable.filter(result_ttl=ttl, func_name=name).update(status=TaskStatus.REVOKED, finished=now,
+                                                                    result_expiry=expiry)
         for pk, worker, _key in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
         limits.wake_on_commit([key for _pk, _worker, key in running])
