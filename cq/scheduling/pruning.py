@@ -59,61 +59,79 @@ def due(now: datetime | Now | None = None) -> models.QuerySet[Any]:
 
 
 def prune(now: datetime | Now | None = None, *, budget: float | None = None, batch: int = BATCH,
-          progress: Callable[[Pruned], None] | None = None) -> Pruned:
-    """Delete due tasks batch after batch, until none is left or ``budget`` seconds are spent
-    (``None``: no limit); ``progress`` is called after each batch."""
+          progress: Callable[[Pruned], None] | None = None, tops: models.QuerySet[Any] | None = None) -> Pruned:
+    """Delete due tasks (or the top-level ``tops``, with their trees) batch after batch, oldest
+    expiry first, until none is left or ``budget`` seconds are spent (``None``: no limit);
+    ``progress`` is called after each batch."""
     pruned = Pruned()
+    chosen = due(now).order_by("result_expiry") if tops is None else tops.filter(top__isnull=True).order_by("pk")
     deadline = None if budget is None else time.monotonic() + budget
     while deadline is None or time.monotonic() < deadline:
-        tops, rows = prune_batch(now, batch)
-        if not tops:
+        count, rows = prune_batch(chosen, batch)
+        if not count:
             break
-        pruned.tops, pruned.rows, pruned.batches = pruned.tops + tops, pruned.rows + rows, pruned.batches + 1
+        pruned.tops, pruned.rows, pruned.batches = pruned.tops + count, pruned.rows + rows, pruned.batches + 1
         if progress is not None:
             progress(pruned)
-        if tops < batch:
+        if count < batch:
             break
     return pruned
 
 
-def prune_batch(now: datetime | Now | None = None, size: int = BATCH) -> tuple[int, int]:
-    """Delete up to ``size`` due top-level tasks with their trees, in one transaction; returns how
-    many tops and how many rows went."""
+def prune_batch(tops: models.QuerySet[Any], size: int = BATCH) -> tuple[int, int]:
+    """Delete up to ``size`` of the top-level ``tops`` with their trees, in one transaction;
+    returns how many tops and how many rows went."""
     alias = router.db_for_write(Task)
+    limit = connections[alias].features.max_query_params
+    if limit is not None:  # SQLite: each id is a parameter, and the statements name them four times
+        size = min(size, limit // 4)
     with transaction.atomic(using=alias):
-        tops = list(due(now).using(alias).order_by("result_expiry").select_for_update(skip_locked=True)
-                    .values_list("pk", flat=True)[:size])
-        if not tops:
+        ids = list(tops.using(alias).select_for_update(skip_locked=True).values_list("pk", flat=True)[:size])
+        if not ids:
             return 0, 0
-        return len(tops), delete_trees(tops, alias)
+        return len(ids), delete_trees(ids, alias)
 
 
 def delete_trees(tops: list[Any], alias: str) -> int:
     """Delete the tasks ``tops`` and every task below them; returns how many rows went. Runs in
     the caller's transaction."""
     plan = _plan()
-    trees = Task._base_manager.using(alias).filter(Q(pk__in=tops) | Q(top__in=tops))
     if plan is None:
-        return trees.delete()[0]
-    doomed = trees.values("pk")
-    for model, name, cascade in plan:
-        referring = model._base_manager.using(alias).filter(**{f"{name}__in": doomed})
-        if model is Task:  # a doomed row's own reference goes with it
-            referring = referring.exclude(Q(pk__in=tops) | Q(top__in=tops))
-        if cascade:
-            referring.delete()
-        else:
-            referring.update(**{name: None})
+        return Task._base_manager.using(alias).filter(Q(pk__in=tops) | Q(top__in=tops)).delete()[0]
     connection = connections[alias]
     quote = connection.ops.quote_name
-    pk, top = Task._meta.pk, Task._meta.get_field("top")
+    table, pk, top = Task._meta.db_table, Task._meta.pk, Task._meta.get_field("top")
     assert pk is not None
     ids = [pk.get_db_prep_value(value, connection) for value in tops]
-    marks = ", ".join(["%s"] * len(ids))
+    # A row of these trees: a top, or a row whose top is one. Statements with a few literals and
+    # one array are parsed and planned in a fraction of the time of the ORM's IN lists (a tenth
+    # of a batch's time on PostgreSQL, measured), hence the SQL.
+    among, params = _among(connection, quote(str(pk.column)), quote(str(top.column)), ids)
+    rows = f"SELECT {quote(str(pk.column))} FROM {quote(table)} WHERE {among}"
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {quote(Task._meta.db_table)} WHERE {quote(str(pk.column))} IN ({marks}) "
-                       f"OR {quote(str(top.column))} IN ({marks})", ids + ids)
+        for model, name, cascade in plan:
+            if cascade:
+                trees = Task._base_manager.using(alias).filter(Q(pk__in=tops) | Q(top__in=tops))
+                model._base_manager.using(alias).filter(**{f"{name}__in": trees.values("pk")}).delete()
+                continue
+            field: Any = model._meta.get_field(name)
+            column = quote(str(field.column))
+            sql = f"UPDATE {quote(model._meta.db_table)} SET {column} = NULL WHERE {column} IN ({rows})"
+            if model is Task:  # a doomed row's own reference goes with it
+                cursor.execute(f"{sql} AND NOT {among}", params + params)
+            else:
+                cursor.execute(sql, params)
+        cursor.execute(f"DELETE FROM {quote(table)} WHERE {among}", params)
         return cursor.rowcount
+
+
+def _among(connection: Any, pk: str, top: str, ids: list[Any]) -> tuple[str, list[Any]]:
+    """SQL true for the rows of the trees of ``ids`` (and never NULL), with its parameters: one
+    array on PostgreSQL, a list of values elsewhere."""
+    if connection.vendor == "postgresql":
+        return f"({pk} = ANY(%s) OR ({top} IS NOT NULL AND {top} = ANY(%s)))", [ids, ids]
+    marks = ", ".join(["%s"] * len(ids))
+    return f"({pk} IN ({marks}) OR ({top} IS NOT NULL AND {top} IN ({marks})))", ids + ids
 
 
 def _plan() -> list[tuple[type[models.Model], str, bool]] | None:

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--reapply-rules", action="store_true",
                             help="Resolve the result_expiry of finished tasks again by CQ_RETENTION now.")
         parser.add_argument("--batch", type=int, default=pruning.BATCH,
-                            help="With --prune: top-level tasks deleted per transaction.")
+                            help="With --prune or --clear: top-level tasks deleted per transaction.")
 
     def handle(self, *args: Any, clear: bool, prior: int, dry_run: bool, prune: bool, reapply_rules: bool,
                batch: int, **options: Any) -> None:
@@ -59,7 +59,7 @@ class Command(BaseCommand):
                                      submitted__lte=timezone.now() - timedelta(days=prior))
         self.stdout.write(f"Removing {doomed.count()} task(s){' (dry run)' if dry_run else ''}.")
         if not dry_run:
-            doomed.delete()
+            pruning.prune(tops=doomed, batch=batch)
 
     def _reapply(self) -> None:
         total = pruning.reappliable().count()
