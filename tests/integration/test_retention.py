@@ -34,3 +34,10 @@ def test_a_worker_prunes_what_the_rules_keep_briefly_and_nothing_else(start_work
         code = worker.stop()
     assert code == 0, worker.output
     assert "Traceback" not in worker.output, worker.output
+
+
+def test_a_worker_with_a_bad_rule_does_not_start(start_worker):
+    worker = start_worker("-c", "1", settings={"CQ_RETENTION": [{"status": "RUNNING", "keep": 60}]})
+    assert worker.process.wait(60) != 0
+    assert "cq.E003" in worker.output and "CQ_RETENTION[0]" in worker.output, worker.output
+    assert "not 'RUNNING'" in worker.output, worker.output
