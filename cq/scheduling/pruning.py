@@ -24,14 +24,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models, router, transaction
-from django.db.models import Case, ExpressionWrapper, F, Q, Value, When
+from django.db.models import Case, Exists, ExpressionWrapper, F, OuterRef, Q, Value, When
 from django.db.models.deletion import get_candidate_relations_to_delete
 from django.db.models.functions import Now
 from django.db.models.signals import post_delete, pre_delete
 
 from .. import retention
 from ..conf import settings
-from ..models import DONE, get_task_model
+from ..models import DONE, UNFINISHED, get_task_model
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -54,8 +54,12 @@ class Pruned:
 
 
 def due(now: datetime | Now | None = None) -> models.QuerySet[Any]:
-    """The finished top-level tasks whose ``result_expiry`` has passed."""
-    return Task._base_manager.filter(top__isnull=True, status__in=DONE, result_expiry__lt=now or Now())
+    """The finished top-level tasks whose ``result_expiry`` has passed, but for those with a task
+    still unfinished below them (a subtask of a failed task that did not run in a transaction):
+    the tree waits for it."""
+    unfinished = Task._base_manager.filter(top=OuterRef("pk"), status__in=UNFINISHED)
+    return (Task._base_manager.filter(top__isnull=True, status__in=DONE, result_expiry__lt=now or Now())
+            .exclude(Exists(unfinished)))
 
 
 def prune(now: datetime | Now | None = None, *, budget: float | None = None, batch: int = BATCH,

@@ -62,9 +62,12 @@ def test_prune_deletes_trees_in_batches_and_nothing_else(way):
     lone_sub = finished(parent=kept_top, top=kept_top)  # due, but a subtask: it goes with its top
     after = finished(previous=trees[0][0], expiry=LATER)  # chained after a doomed top, in no tree
     waiting = Task.objects.create(func_name="echo", status=TaskStatus.WAITING, waiting_on=trees[1][1][0])
+    failed = finished(TaskStatus.FAILURE)  # due, but a subtask of it still runs: the tree waits
+    running = Task.objects.create(func_name="echo", status=TaskStatus.RUNNING, parent=failed, top=failed)
     Worker.objects.create(name="w:1", host="w", pid=1, current_task=trees[2][0])
     repeating = RepeatingTask.objects.create(func_name="echo", crontab="* * * * *", last_task=trees[3][0])
-    survivors = {kept_top.pk, *(t.pk for t in kept_below), active.pk, forever.pk, lone_sub.pk, after.pk, waiting.pk}
+    survivors = {kept_top.pk, *(t.pk for t in kept_below), active.pk, forever.pk, lone_sub.pk, after.pk, waiting.pk,
+                 failed.pk, running.pk}
     seen = []
     # When they are pruned two tops a batch
     pruned = pruning.prune(batch=2, progress=lambda p: seen.append((p.tops, p.rows)))
