@@ -173,3 +173,13 @@ def test_batch_outcomes_keep_by_rule(rules, worker, monkeypatch):
     assert [kept(t) for t in echoed] == [timedelta(seconds=60)] * 3
     assert [kept(t) for t in others] == [timedelta(seconds=3600)] * 2
     assert kept(forever) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoking_a_chain_keeps_each_task_by_its_own_function(rules):
+    first = tasks.echo.delay_args(submit=False)
+    forever = first.chain(tasks.noop)
+    last = forever.chain(tasks.add, (1, 2))
+    first.revoke()
+    assert [Task.objects.get(pk=t.pk).status for t in (first, forever, last)] == [TaskStatus.REVOKED] * 3
+    assert (kept(first), kept(forever), kept(last)) == (timedelta(days=2), None, timedelta(days=2))

@@ -6,9 +6,12 @@ A revoked task is never run; one already running finishes, but its outcome is no
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from ... import signals
 from ...models import REVOCABLE, TaskStatus, Worker, get_task_model
@@ -36,11 +39,14 @@ def revoke(task: Task, ids: set[Any], terminate: bool) -> None:
                 row.status, row.finished = TaskStatus.REVOKED, now
             events.status(revoked)
         # Revoked tasks expire like finished ones, by their result_ttl or their function's
-        # retention rule: one UPDATE per pair (a tree's tasks usually share a few).
+        # retention rule: one UPDATE per expiry (a tree's tasks usually share one).
+        expiring: dict[Any, list[Q]] = {}
         for ttl, name in set(revocable.values_list("result_ttl", "func_name")):
             expiry = settling.result_expiry(Task(result_ttl=ttl, func_name=name), now, TaskStatus.REVOKED)
-            revocable.filter(result_ttl=ttl, func_name=name).update(status=TaskStatus.REVOKED, finished=now,
-                                                                    result_expiry=expiry)
+            expiring.setdefault(expiry, []).append(Q(result_ttl=ttl, func_name=name))
+        for expiry, which in expiring.items():
+            revocable.filter(functools.reduce(operator.or_, which)).update(status=TaskStatus.REVOKED, finished=now,
+                                                                           result_expiry=expiry)
         for pk, worker, _key in running if terminate else ():
             Worker.objects.filter(name=worker).update(terminate_task=pk)
         limits.wake_on_commit([key for _pk, _worker, key in running])
