@@ -153,6 +153,7 @@ def measure(only_producer: bool) -> dict[str, float]:
     django.setup()
     from django.core.management import call_command
     from django.db import transaction
+    from django.utils import timezone
 
     from bench.benchapp.tasks import django_noop, fan_out, noop, total
     from cq.models import Task
@@ -192,7 +193,13 @@ def measure(only_producer: bool) -> dict[str, float]:
     for i in range(SIZE // 2):
         django_noop.enqueue(i)
     results["enqueue_django_per_s"] = SIZE // 2 / (time.perf_counter() - start)
-    Task.objects.all().delete()
+    from cq.scheduling import pruning
+
+    rows = Task.objects.update(status="S", finished=timezone.now(), result_expiry=timezone.now())
+    say(f"  prune: the sweeper's batches delete those {rows:,} tasks, finished and expired")
+    start = time.perf_counter()
+    assert pruning.prune().rows == rows
+    results["prune_per_s"] = rows / (time.perf_counter() - start)
     flush_redis()
 
     say(f"  drain: {DRAIN} tasks queued (delay_many) before the workers start")
@@ -274,6 +281,7 @@ ROWS = [
     ("fan-out of 1,000 subtasks", "fan_out_1000_s", "s"),
     ("chord of 1,000 and its callback", "chord_1000_s", "s"),
     ("chain of 200", "chain_200_s", "s"),
+    ("prune of finished tasks (sweeper's batches)", "prune_per_s", "rows/s"),
     ("worker peak RSS", "worker_peak_rss_mb", "MB"),
 ]
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils.module_loading import import_string
 
+from . import registry, retention
 from .conf import settings
 
 
@@ -65,3 +67,15 @@ def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         return []
     return [checks.Error("CQ_METRICS_TOKEN is set, but cq's metrics need the prometheus-client package, "
                          "which is not installed.", hint="pip install 'cq[prometheus]'", id="cq.E003")]
+
+
+@checks.register()
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """CQ_RETENTION's rules are rules; a function one names is registered (a typo keeps nothing)."""
+    try:
+        rules = retention.rules()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="cq.E004")]
+    return [checks.Warning(f"CQ_RETENTION[{index}] names {name!r}, which is not a registered task function.",
+                           hint="Check its spelling, or that the module defining it is imported.", id="cq.W003")
+            for index, rule in enumerate(rules) for name in sorted(rule.functions or ()) if registry.find(name) is None]

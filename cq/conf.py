@@ -55,6 +55,8 @@ class Settings:
     RETRY_BACKOFF_MAX: float = 600.0
     #: Seconds a finished task is kept; ``None`` keeps it for ever.
     RESULT_TTL: int | None = 60 * 60 * 24 * 30
+    #: Rules keeping finished tasks per function and final status, first match wins (cq.retention).
+    RETENTION: list[dict[str, Any]] | None = None
     #: Least seconds between two writes of a running task's progress (the last is always written).
     PROGRESS_INTERVAL: float = 0.5
     #: Alias in ``CHANNEL_LAYERS`` of the layer live events go to (off if it is not configured).

@@ -7,8 +7,10 @@ leader every ``CQ_SWEEP_INTERVAL`` seconds (and on demand from
   and its waiting parent ends INCOMPLETE. Both the heartbeats and the cutoff
   are the database's time, so a sweeper whose clock is ahead finds nothing
   it should not; and the LOST write is fenced on the run's attempt.
-- Finished top-level tasks past their ``result_expiry`` are deleted, their
-  subtasks with them.
+- Finished top-level tasks past their ``result_expiry`` (set when they finished, by their
+  ``result_ttl`` or the retention rules, ``cq.retention``) are deleted with their trees, in
+  batches of bounded size, each its own transaction, for at most ``PRUNE_BUDGET`` seconds a
+  pass (``cq.scheduling.pruning``).
 - Rows of workers stopped or silent for a day are deleted.
 - The metrics' tallies count the tasks finished since their last count (``cq.metrics.tally``),
   before expired rows go; a row they have not counted yet is not deleted.
@@ -31,7 +33,8 @@ from ..conf import settings
 from ..engine.transitions import outcomes
 from ..exceptions import TaskLost
 from ..metrics import tally
-from ..models import DONE, TaskStatus, Worker, get_task_model
+from ..models import TaskStatus, Worker, get_task_model
+from . import pruning
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -41,6 +44,9 @@ else:
 logger = logging.getLogger("cq.sweeper")  # its name before cq's subpackages: LOGGING settings use it
 
 BATCH = 1000
+#: Seconds a pass may spend deleting expired tasks: the scheduler's leader runs the sweeper
+#: between firings, so a backlog of millions is worked off over many passes, never in one.
+PRUNE_BUDGET = 2.0
 
 
 @dataclass
@@ -75,14 +81,9 @@ def find_lost() -> int:
 
 
 def delete_expired(now: datetime | Now | None = None) -> int:
-    """Delete finished top-level tasks whose results expired; returns how many rows went."""
-    now = now or Now()
-    expired = Task.objects.filter(tally.counted(), top__isnull=True, status__in=DONE, result_expiry__lt=now)
-    ids = list(expired.values_list("pk", flat=True)[:BATCH])
-    if not ids:
-        return 0
-    deleted, _ = Task.objects.filter(pk__in=ids).delete()
-    return deleted
+    """Delete finished top-level tasks whose results expired, with their trees, batch after batch
+    for at most ``PRUNE_BUDGET`` seconds; returns how many rows went."""
+    return pruning.prune(now, budget=PRUNE_BUDGET).rows
 
 
 def prune_workers(now: datetime | Now | None = None) -> int:

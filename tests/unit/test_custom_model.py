@@ -126,3 +126,20 @@ def test_re_running_through_the_api_takes_the_permission_to_create(owned, client
     cat.user_permissions.add(*_creator(owned, "eve").user_permissions.all())
     client.force_login(cat)
     assert _post(client, f"/cq/api/tasks/{theirs.pk}/rerun/", {}).status_code == 201
+
+
+def test_retention_rules_and_pruning_work_on_the_projects_model(owned, drain, settings):
+    settings.CQ_RETENTION = [{"function": "echo", "status": "SUCCESS", "keep": 0}]
+    from cq.scheduling import pruning
+
+    ann = User.objects.create(username="ann")
+    brief = tasks.spawns_subtask_returns_own.using(fields={"owner": ann}).delay()
+    kept = tasks.add.using(fields={"owner": ann}).delay(1, 2)
+    drain()
+    owned.objects.filter(pk=brief.pk).update(result_expiry=owned.objects.get(pk=brief.pk).finished)
+    echo = tasks.echo.delay()
+    drain()
+    assert owned.objects.get(pk=echo.pk).result_expiry == owned.objects.get(pk=echo.pk).finished
+    assert pruning.prune().rows == 3  # brief's tree (itself and its echo subtask), and the echo
+    assert list(owned.objects.all()) == [kept]
+    assert ann.cq_tasks.count() == 1

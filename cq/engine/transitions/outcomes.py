@@ -88,7 +88,7 @@ def succeed_alone(task: Task, value: Any, *, unchanged: bool = False) -> bool:
     is stale: the caller then records it with :func:`succeed`, which tells these apart."""
     now = clock.now()
     return _write(task, alone=True, minimal=unchanged, status=TaskStatus.SUCCESS, result=value, error=None,
-                  finished=now, result_expiry=settling.result_expiry(task, now))
+                  finished=now, result_expiry=settling.result_expiry(task, now, TaskStatus.SUCCESS))
 
 
 def fail(task: Task, error: BaseException, retry: bool, status: TaskStatus = TaskStatus.FAILURE) -> None:
@@ -157,7 +157,7 @@ def succeed_many(runs: list[tuple[Task, Any]], *, alone: bool = False) -> list[t
     now = clock.now()
     connection = connections[router.db_for_write(Task)]
     result: Any = Task._meta.get_field("result")
-    expiries = [settling.result_expiry(task, now) for task, _ in runs]
+    expiries = [settling.result_expiry(task, now, TaskStatus.SUCCESS) for task, _ in runs]
     params: list[Any] = [TaskStatus.SUCCESS, now,
               [task.pk for task, _ in runs], [task.attempt for task, _ in runs],
               [result.get_db_prep_save(value, connection) for _, value in runs], expiries,
@@ -197,7 +197,7 @@ def _succeeding(alone: bool, quote: Callable[[str], str]) -> str:
 def _end(task: Task, status: TaskStatus, *, cause: BaseException | None = None, minimal: bool = False,
          **values: Any) -> None:
     now = clock.now()
-    expiry = settling.result_expiry(task, now)
+    expiry = settling.result_expiry(task, now, status)
     _write(task, minimal=minimal, status=status, finished=now, result_expiry=expiry, **values)
     settling.follow(task, status, cause)
 

@@ -6,10 +6,13 @@ A revoked task is never run; one already running finishes, but its outcome is no
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from ... import signals
 from ...models import REVOCABLE, TaskStatus, Worker, get_task_model
@@ -36,10 +39,14 @@ def revoke(roots: Iterable[Any], ids: set[Any], terminate: bool) -> set[Any]:
         revocable = Task.objects.filter(pk__in=ids, status__in=REVOCABLE)
         # Events and task_finished's listeners get whole rows, as the update left them.
         fields: list[str] | None = None if events.enabled() or signals.task_finished.has_listeners() else []
-        # Revoked tasks expire like finished ones; a tree's tasks usually share one result_ttl.
-        for ttl in set(revocable.values_list("result_ttl", flat=True)):
-            expiry = settling.result_expiry(Task(result_ttl=ttl), now)
-            rows = update_returning(revocable.filter(result_ttl=ttl), {
+        # Revoked tasks expire like finished ones, by their result_ttl or their function's
+        # retention rule: one UPDATE per expiry (a tree's tasks usually share one).
+        expiring: dict[Any, list[Q]] = {}
+        for ttl, name in set(revocable.values_list("result_ttl", "func_name")):
+            expiry = settling.result_expiry(Task(result_ttl=ttl, func_name=name), now, TaskStatus.REVOKED)
+            expiring.setdefault(expiry, []).append(Q(result_ttl=ttl, func_name=name))
+        for expiry, which in expiring.items():
+            rows = update_returning(revocable.filter(functools.reduce(operator.or_, which)), {
                 "status": TaskStatus.REVOKED, "finished": now, "result_expiry": expiry}, fields)
             if fields is None:
                 events.status(rows)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.db.models import Case, Value, When
 
-from ...conf import settings
+from ... import retention
 from ...exceptions import CQError
 from ...models import ERROR, TaskStatus, get_task_model
 from ...transport import events
@@ -33,9 +33,10 @@ else:
 _local = threading.local()
 
 
-def result_expiry(task: Task, finished: datetime) -> datetime | None:
-    """When a task that finished at ``finished`` may be cleaned up (``None``: never)."""
-    ttl = task.result_ttl if task.result_ttl is not None else settings.RESULT_TTL
+def result_expiry(task: Task, finished: datetime, status: str) -> datetime | None:
+    """When a task that ended ``status`` at ``finished`` may be cleaned up (``None``: never): its
+    own ``result_ttl``, else the retention rule of its function and status (``cq.retention``)."""
+    ttl = retention.keep(task.func_name, status, task.result_ttl)
     return None if ttl is None else finished + timedelta(seconds=ttl)
 
 
@@ -75,7 +76,7 @@ def settle(task_id: Any, cause: BaseException | None = None) -> None:
         return
     status, fields = outcome
     now = clock.now()
-    fields.update(status=status, finished=now, result_expiry=result_expiry(task, now))
+    fields.update(status=status, finished=now, result_expiry=result_expiry(task, now, status))
     Task.objects.filter(pk=task.pk, status=TaskStatus.WAITING).update(**fields)
     for name, value in fields.items():
         setattr(task, name, value)
