@@ -10,13 +10,12 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cq.canvas import chord
 from cq.models import Task
+from tests.otel import in_memory, request_span
 from tests.testapp import jobs, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,18 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def spans(monkeypatch):
-    """A tracer provider of this test's own, exporting to memory. OpenTelemetry lets a process set
-    its global provider only once; its own test helpers replace it this way between tests."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
-    yield exporter
-    provider.shutdown()
-
-
-def request_span():
-    return trace.get_tracer("tests").start_as_current_span("request", kind=SpanKind.SERVER)
+    return in_memory(monkeypatch)
 
 
 def finished(exporter: InMemorySpanExporter) -> dict[str, list]:
@@ -52,7 +40,7 @@ def test_a_request_its_task_a_subtask_and_a_chained_task_form_one_trace(spans, d
         task = tasks.subtask_then_chain.delay()
     # When the worker runs it, its subtask, and the task chained after that subtask
     drain()
-    assert task.wait().result == 5
+    assert task.wait(10_000).result == 5
     by_name = finished(spans)
     [run] = by_name[tasks.subtask_then_chain.name]
     [subtask], [chained] = by_name[tasks.three.name], by_name[tasks.add_previous.name]
@@ -113,7 +101,7 @@ def test_a_lone_task_has_its_span_when_its_success_takes_the_fast_path(spans, dr
     [span] = finished(spans)[tasks.add.name]
     assert span.attributes["cq.task.status"] == "SUCCESS"
     assert span.parent.span_id == request.get_span_context().span_id
-    assert task.wait().result == 5
+    assert task.wait(10_000).result == 5
 
 
 def test_quick_tasks_run_in_one_batch_each_have_a_span_ended_with_the_batch(spans, worker, monkeypatch):
@@ -137,7 +125,7 @@ def test_a_workflow_made_by_the_caller_and_its_callback_made_later_keep_the_call
     with request_span() as request:
         workflow = chord([tasks.add.s(1, 2), tasks.add.s(3, 4)])(tasks.echo.s())
     drain()
-    assert workflow.wait().status == Task.STATUS_SUCCESS
+    assert workflow.wait(10_000).status == Task.STATUS_SUCCESS
     by_name = finished(spans)
     # The callback's row was written by the engine, as the header's last member finished.
     members, [callback] = by_name[tasks.add.name], by_name[tasks.echo.name]
@@ -193,7 +181,7 @@ def test_with_no_sdk_nothing_is_stored_and_a_runs_context_is_passed_on(spans, dr
         assert tasks.add.delay(1, 2).trace is None
     drain()
     # Then its run records no span, yet the subtask it made keeps the caller's context
-    assert task.wait().status == Task.STATUS_SUCCESS
+    assert task.wait(10_000).status == Task.STATUS_SUCCESS
     assert tasks.spawns_subtask_returns_own.name not in finished(spans)
     subtask = Task.objects.get(parent=task.pk)
     assert subtask.trace == stored
@@ -223,4 +211,4 @@ def test_a_task_delayed_in_a_transaction_keeps_the_context_current_at_delay(span
     drain()
     [span] = finished(spans)[tasks.add.name]
     assert span.parent.span_id == request.get_span_context().span_id
-    assert task.wait().result == 2
+    assert task.wait(10_000).result == 2
