@@ -82,8 +82,9 @@ def inline(task: Any) -> Any:
 
 def finish(runs: list[Any]) -> None:
     """End the spans a batch left open, with the outcomes its tasks now have."""
-    while runs:
-        runs.pop(0).end()
+    ending, runs[:] = list(runs), []
+    for run in ending:
+        run.end()
 
 
 class _Run:
