@@ -11,6 +11,8 @@
 - ``logs``: ``cqt.log()``, and a tree's lines rolled up to its top-level task.
 - ``inline``: plain calls of a task function, and ``.delay()`` under ``CQ_SERIAL``.
 - ``current``: the task being run here.
+- ``tracing``: OpenTelemetry (optional): the caller's trace context kept with each task, each
+  run a span of that trace.
 - ``clock``: the database's clock, as this process reads it.
 - ``returning``: ``UPDATE ... RETURNING``, to change rows and read them in one statement.
 

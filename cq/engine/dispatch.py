@@ -14,7 +14,7 @@ from ..conf import settings
 from ..exceptions import DuplicateSubmitError, InvalidTask
 from ..models import DONE, UNFINISHED, TaskStatus, get_task_model
 from ..transport import doorbell, events
-from . import current, statements
+from . import current, statements, tracing
 from .inline import InlineTask, run_inline
 from .metadata import apply_fields, own_columns
 from .transitions import queueing
@@ -136,8 +136,11 @@ def _queue(fn: Any, queue: Any) -> str:
 def new_row(fn: Any, args: list[Any], kwargs: dict[str, Any], fields: dict[str, Any] | None = None,
             **columns: Any) -> Task:
     """An unsaved row calling ``fn`` with its own defaults (priority, fields, concurrency key), as
-    ``delay()`` gives them: ``fields`` add to the function's, ``columns`` set the rest."""
+    ``delay()`` gives them: ``fields`` add to the function's, ``columns`` set the rest (its
+    ``trace``, unless given, is the current span's: ``cq.engine.tracing``)."""
     columns.setdefault("priority", fn.priority)
+    if "trace" not in columns:
+        columns["trace"] = tracing.carrier()
     row = Task(func_name=fn.name, args=args, kwargs=kwargs, concurrency_key=fn.concurrency_key_for(args, kwargs),
                **columns)
     apply_fields(row, _fields(fn, fields))
@@ -211,12 +214,13 @@ def delay_many(fn: Any, calls: Iterable[Any], **options: Any) -> list[Any]:
     priority = validation.priority(options.pop("priority", fn.priority))
     validation.result_ttl(options.get("result_ttl"))
     now = timezone.now()
+    trace = tracing.carrier()
     rows = []
     for call in calls:
         args, kwargs = _split(call)
         check_json(fn.name, args=args, kwargs=kwargs)
         rows.append(new_row(fn, args, kwargs, fields, status=TaskStatus.QUEUED, queue=queue, run_after=run_after,
-                            submitted=now, created=now, priority=priority, **options))
+                            submitted=now, created=now, priority=priority, trace=trace, **options))
     with transaction.atomic():
         insert(rows)
         if run_after is None or run_after <= now:
@@ -260,7 +264,8 @@ def _split(call: Any) -> tuple[list[Any], dict[str, Any]]:
 
 
 def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
-    """Queue a PENDING task, putting ``prepend_args`` before its own arguments.
+    """Queue a PENDING task, putting ``prepend_args`` before its own arguments. Under a current
+    span, the task keeps that span's context rather than its creator's.
 
     A revoked task is left alone, as in django-cq.
 
@@ -276,7 +281,7 @@ def submit(task: Task, prepend_args: Iterable[Any] = ()) -> None:
     fn = registry.find(task.func_name)
     if prepend_args and fn is not None:  # the key is a function of the arguments
         task.concurrency_key = fn.concurrency_key_for(args, task.kwargs)
-    if not queueing.submit(task, args, task.concurrency_key):
+    if not queueing.submit(task, args, task.concurrency_key, tracing.carrier()):
         task.refresh_from_db(fields=["status"])
         raise DuplicateSubmitError(f"Task {task.pk} is {task.get_status_display()}, not Pending: "
                                    f"it cannot be submitted again.")

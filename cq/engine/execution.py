@@ -34,7 +34,7 @@ from .. import registry
 from ..conf import settings
 from ..exceptions import InvalidTask, SoftTimeLimitExceeded, TaskLost, TaskNotRegistered
 from ..models import get_task_model
-from . import current, database
+from . import current, database, tracing
 from .inline import InlineTask
 from .transitions import outcomes, queueing, settling
 
@@ -63,7 +63,7 @@ class _Failed(Exception):
 def run(task: Task, batch: Batch | None = None) -> None:
     """Run a claimed task and record its outcome (in ``batch``, if given). The task's own errors
     never escape; an error that does is cq's, and the outcome is then not recorded."""
-    with current.running(task):
+    with current.running(task), tracing.running(task, None if batch is None else batch.spans):
         try:
             fn = registry.find_for_row(task, strict=True)
         except TaskNotRegistered as error:  # a finder refuses the row for good (a forged path)
@@ -264,6 +264,8 @@ class Batch:
         #: its writes were in the transaction, so it ends LOST unless that committed after all).
         #: Noted before each write, so that a write the transaction dies in is covered too.
         self.again: dict[Any, tuple[Task, Write | None]] = {}
+        #: The tasks' spans, ended once their outcomes are written (cq.engine.tracing).
+        self.spans: list[Any] = []
 
     def run(self, task: Task, fn: registry.TaskFunction[Any, Any]) -> None:
         before = _metadata(task)
@@ -312,8 +314,11 @@ class Batch:
         """The batch's transaction failed with ``error``: record each task's outcome on its own. A
         task whose writes were rolled back with it ends LOST; the others' outcomes are written as
         they were (each a no-op if the COMMIT had in fact gone through)."""
-        for task, write in self.again.values():
-            record(task, write or functools.partial(_lost_unless_committed, task, error))
+        try:
+            for task, write in self.again.values():
+                record(task, write or functools.partial(_lost_unless_committed, task, error))
+        finally:
+            tracing.finish(self.spans)
 
 
 @contextmanager
@@ -329,9 +334,12 @@ def batch() -> Iterator[Batch]:
         alone = all(outcomes.alone(task, value) for task, value in running.deferred)
         if not alone:
             outcomes.succeed_many(running.deferred)
-    if alone:
-        for task, value in outcomes.succeed_many(running.deferred, alone=True):
-            record(task, functools.partial(outcomes.succeed, task, value))
+    try:
+        if alone:
+            for task, value in outcomes.succeed_many(running.deferred, alone=True):
+                record(task, functools.partial(outcomes.succeed, task, value))
+    finally:
+        tracing.finish(running.spans)
 
 
 def _metadata(task: Task) -> tuple[int, ...]:

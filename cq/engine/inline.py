@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .. import registry
 from ..statuses import TaskStatus
+from . import tracing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,15 +59,16 @@ class InlineTask:
 
     def run(self) -> InlineTask:
         self.status = TaskStatus.RUNNING
-        try:
-            value = self._fn.func(self, *self.args, **self.kwargs)
-        except Exception as error:
-            self.status, self.error = TaskStatus.FAILURE, str(error)
-            for func, args, kwargs in self._errbacks:
-                func(self, error, *args, **kwargs)
-            raise
-        self.result = value.unwrap() if isinstance(value, InlineTask) else value
-        self.status = TaskStatus.SUCCESS
+        with tracing.inline(self):
+            try:
+                value = self._fn.func(self, *self.args, **self.kwargs)
+            except Exception as error:
+                self.status, self.error = TaskStatus.FAILURE, str(error)
+                for func, args, kwargs in self._errbacks:
+                    func(self, error, *args, **kwargs)
+                raise
+            self.result = value.unwrap() if isinstance(value, InlineTask) else value
+            self.status = TaskStatus.SUCCESS
         return self
 
     def unwrap(self) -> Any:

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from .. import registry, validation
 from ..conf import settings
-from ..engine import dispatch
+from ..engine import dispatch, tracing
 from ..exceptions import InvalidTask
 from ..models import TaskStatus, get_task_model
 from ..registry import task
@@ -188,8 +188,11 @@ def _row(func_name: str, parent: Task | None, now: datetime, **fields: Any) -> T
 
 
 def _placed(parent: Task | None, now: datetime) -> dict[str, Any]:
+    """Where a workflow's row goes: under ``parent``, whose trace context it keeps (so a stage or
+    a callback the engine writes later is in the trace of the workflow's caller); a workflow of
+    its own keeps the current span's (``cq.engine.tracing``)."""
     return {"parent": parent, "top_id": None if parent is None else parent.top_id or parent.pk,
-            "created": now, "submitted": now}
+            "created": now, "submitted": now, "trace": tracing.carrier() if parent is None else parent.trace}
 
 
 def call_row(sig: Signature, parent: Task, now: datetime, args: list[Any], kwargs: dict[str, Any],

@@ -44,15 +44,19 @@ def launch_next(task: Task, failed: bool = False) -> None:
     launch(chained.filter(force_chain=True) if failed else chained)
 
 
-def submit(task: Task, args: list[Any], concurrency_key: str | None) -> bool:
-    """Queue the PENDING ``task`` with ``args``; ``False`` if it is not PENDING."""
+def submit(task: Task, args: list[Any], concurrency_key: str | None, trace: dict[str, str] | None = None) -> bool:
+    """Queue the PENDING ``task`` with ``args`` (and ``trace``, its new trace context, if given);
+    ``False`` if it is not PENDING."""
     now = clock.now()
+    traced = {} if trace is None else {"trace": trace}
     with transaction.atomic():
         if not Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
-                status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=concurrency_key):
+                status=TaskStatus.QUEUED, args=args, submitted=now, concurrency_key=concurrency_key, **traced):
             return False
         doorbell.ring_on_commit([(task.pk, task.queue, task.priority)])
     task.status, task.args, task.submitted, task.concurrency_key = TaskStatus.QUEUED, args, now, concurrency_key
+    if trace is not None:
+        task.trace = trace
     events.status([task])
     return True
 
