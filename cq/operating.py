@@ -9,12 +9,19 @@ from datetime import timedelta
 from django.conf import settings as django_settings
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .conf import settings
 from .validation import validate_queue_name
 
 TASK_MODEL = django_settings.CQ_TASK_MODEL  # type: ignore[misc]  # set by cq's app config
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def alive(self) -> WorkerQuerySet:
+        """Workers whose supervisor beat within ``CQ_WORKER_TIMEOUT``, by the database's clock."""
+        return self.filter(stopped__isnull=True, last_heartbeat__gte=Now() - timedelta(seconds=settings.WORKER_TIMEOUT))
 
 
 class Worker(models.Model):
@@ -33,6 +40,8 @@ class Worker(models.Model):
     current_task = models.ForeignKey(TASK_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     processed = models.PositiveIntegerField(default=0, help_text="Tasks run since it started.")
     terminate_task = models.UUIDField(null=True, blank=True, help_text="Kill the process if it runs this task.")
+
+    objects = WorkerQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.name

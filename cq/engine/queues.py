@@ -25,15 +25,15 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q
+from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
 from .. import validation
-from ..conf import settings
 from ..exceptions import InvalidQueue
 from ..models import Queue, TaskStatus, Worker, get_task_model
 from ..transport import doorbell, events
@@ -180,39 +180,75 @@ def _event(row: Queue) -> dict[str, Any]:
             "by": row.changed_by, "at": row.changed.isoformat()}
 
 
-def waiting(now: datetime) -> Any:
-    """Per queue: ``depth``, the QUEUED tasks that may run at ``now``, and ``oldest``, the first one's
-    submission. (The status filter is written twice so that the waiting tasks' index serves it.)"""
-    return (Task.objects.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY])
-            .filter(status=TaskStatus.QUEUED).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-            .values("queue").annotate(depth=Count("pk"), oldest=Min("submitted")).order_by("queue"))
+@dataclass
+class State:
+    """One queue, now: its controls, its tasks and the live workers that serve it."""
+
+    name: str
+    paused: bool = False
+    concurrency: int | None = None
+    changed: datetime | None = None
+    changed_by: str = ""
+    #: QUEUED and due now; QUEUED for later (a countdown or an eta); waiting to be retried.
+    queued: int = 0
+    scheduled: int = 0
+    retry: int = 0
+    running: int = 0
+    #: Seconds the oldest task QUEUED and due has waited since it was due, by the database's clock.
+    oldest_wait: float | None = None
+    workers: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"queue": self.name, "paused": self.paused, "concurrency": self.concurrency,
+                "changed": self.changed and self.changed.isoformat(), "changed_by": self.changed_by,
+                "queued": self.queued, "scheduled": self.scheduled, "retry": self.retry, "running": self.running,
+                "oldest_wait": self.oldest_wait, "workers": self.workers}
 
 
-def overview() -> list[dict[str, Any]]:
-    """Every queue that has controls, waiting tasks or a live worker serving it: its controls (as
-    :func:`as_json`), ``depth``, ``waited`` (seconds the oldest has waited, or None) and ``workers``
-    (how many live worker processes serve it), by name."""
-    now = timezone.now()
-    rows = {row.name: row for row in Queue.objects.all()}
-    depths = {found["queue"]: found for found in waiting(now)}
-    alive = Worker.objects.filter(stopped__isnull=True,
-                                  last_heartbeat__gte=now - timedelta(seconds=settings.WORKER_TIMEOUT))
-    serving: dict[str, int] = {}
-    for served in alive.values_list("queues", flat=True):
-        for name in served:
-            serving[name] = serving.get(name, 0) + 1
-    overview = []
-    for name in sorted(set(rows) | set(depths) | set(serving)):
-        found = depths.get(name)
-        overview.append({**as_json(rows.get(name), name), "depth": found["depth"] if found else 0,
-                         "waited": (now - found["oldest"]).total_seconds() if found else None,
-                         "workers": serving.get(name, 0)})
-    return overview
+@dataclass
+class Overview:
+    queues: dict[str, State]
+    workers_alive: int
 
 
-def as_json(row: Queue | None, name: str) -> dict[str, Any]:
-    """A queue's controls as the JSON API and the dashboard show them."""
-    if row is None:
-        return {"queue": name, "paused": False, "concurrency": None, "changed": None, "changed_by": ""}
+def overview() -> Overview:
+    """Every queue that has tasks waiting or running, controls or a live worker ("default"
+    always), by name; and how many worker processes are alive. Each count is one query an index
+    serves (the partial ``wait`` and ``run`` indexes, ``last_heartbeat``); the dashboard, the JSON
+    API and the metrics all read it here."""
+    found: dict[str, State] = {}
+
+    def of(name: str) -> State:
+        return found.setdefault(name, State(name))
+
+    of("default")
+    ready = Q(run_after__isnull=True) | Q(run_after__lte=Now())
+    due = Greatest(F("submitted"), Coalesce(F("run_after"), F("submitted")))
+    age = ExpressionWrapper(Now() - due, output_field=DurationField())
+    waiting = (Task.objects.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RETRY]).values("queue")
+               .annotate(queued=Count("pk", filter=Q(status=TaskStatus.QUEUED) & ready),
+                         scheduled=Count("pk", filter=Q(status=TaskStatus.QUEUED) & ~ready),
+                         retry=Count("pk", filter=Q(status=TaskStatus.RETRY)),
+                         oldest=Max(age, filter=Q(status=TaskStatus.QUEUED) & ready)).order_by())
+    for row in waiting:
+        state = of(row["queue"])
+        state.queued, state.scheduled, state.retry = row["queued"], row["scheduled"], row["retry"]
+        state.oldest_wait = None if row["oldest"] is None else max(row["oldest"].total_seconds(), 0.0)
+    for row in Task.objects.filter(status=TaskStatus.RUNNING).values("queue").annotate(n=Count("pk")).order_by():
+        of(row["queue"]).running = row["n"]
+    alive = 0
+    for served in Worker.objects.alive().values_list("queues", flat=True):
+        alive += 1
+        for name in served or ():
+            of(name).workers += 1
+    for row in Queue.objects.all():
+        state = of(row.name)
+        state.paused, state.concurrency, state.changed, state.changed_by = (
+            row.paused, row.concurrency, row.changed, row.changed_by)
+    return Overview(dict(sorted(found.items())), alive)
+
+
+def as_json(row: Queue) -> dict[str, Any]:
+    """A queue's controls as the JSON API answers a change of them."""
     return {"queue": row.name, "paused": row.paused, "concurrency": row.concurrency,
             "changed": row.changed.isoformat(), "changed_by": row.changed_by}

@@ -11,10 +11,10 @@ from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
 
+from ..engine.queues import Overview
 from ..models import TaskStatus
 from ..operating import Tally
 from . import tally
-from .gauges import Gauges
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,7 +30,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "render"]
 class Collector:
     """The metrics of one scrape, from what was read for it."""
 
-    def __init__(self, tallies: list[Tally], gauges: Gauges, counted_to: datetime | None) -> None:
+    def __init__(self, tallies: list[Tally], gauges: Overview, counted_to: datetime | None) -> None:
         self.tallies, self.gauges, self.counted_to = tallies, gauges, counted_to
 
     def collect(self) -> Iterator[Metric]:
@@ -67,8 +67,8 @@ class Collector:
         def family(name: str, text: str, *labels: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, text, labels=list(labels))
 
-        depth = family("cq_queue_depth", "Tasks waiting in a queue: queued, or waiting to be retried.",
-                       "queue", "status")
+        depth = family("cq_queue_depth", "Tasks waiting in a queue: queued and due (queued), queued for "
+                       "later (scheduled), or waiting to be retried (retry).", "queue", "status")
         oldest = family("cq_queue_oldest_wait_seconds", "Seconds the oldest due QUEUED task of a queue has "
                         "waited (0 when none waits).", "queue")
         running = family("cq_queue_running", "Tasks of a queue running now.", "queue")
@@ -78,8 +78,9 @@ class Collector:
                      "workers (only capped queues).", "queue")
         for name, queue in sorted(self.gauges.queues.items()):
             depth.add_metric([name, "queued"], queue.queued)
+            depth.add_metric([name, "scheduled"], queue.scheduled)
             depth.add_metric([name, "retry"], queue.retry)
-            oldest.add_metric([name], queue.oldest_wait)
+            oldest.add_metric([name], queue.oldest_wait or 0.0)
             running.add_metric([name], queue.running)
             workers.add_metric([name], queue.workers)
             paused.add_metric([name], 1 if queue.paused else 0)
@@ -90,7 +91,7 @@ class Collector:
         return iter([depth, oldest, running, workers, paused, cap, alive])
 
 
-def render(tallies: list[Tally], gauges: Gauges, counted_to: datetime | None) -> bytes:
+def render(tallies: list[Tally], gauges: Overview, counted_to: datetime | None) -> bytes:
     """The exposition of one scrape, in the format ``CONTENT_TYPE_LATEST`` names."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(tallies, gauges, counted_to))

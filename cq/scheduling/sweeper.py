@@ -66,7 +66,7 @@ def sweep(now: datetime | None = None) -> Swept:
 def find_lost() -> int:
     """Mark LOST the RUNNING tasks of workers that stopped beating; returns how many."""
     cutoff = Now() - timedelta(seconds=settings.WORKER_TIMEOUT)
-    alive = Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values("name")
+    alive = Worker.objects.alive().values("name")
     # A task started less than a timeout ago may belong to a worker that has not beaten yet.
     stale = Task.objects.filter(status=TaskStatus.RUNNING, started__lt=cutoff).exclude(worker__in=alive)
     found = list(stale.values_list("pk", "worker", "attempt")[:BATCH])

@@ -119,7 +119,8 @@ def queues(request: HttpRequest) -> HttpResponse:
     their queue knows the function of."""
     now = timezone.now()
     orphans = [{**row, "waited": (now - row["since"]).total_seconds()} for row in unknown_functions(now)]
-    return _page(request, "cq/queues.html", {"rows": queues_of_cq.overview(), "orphans": orphans,
+    rows = [state.as_json() for state in queues_of_cq.overview().queues.values()]
+    return _page(request, "cq/queues.html", {"rows": rows, "orphans": orphans,
                                              "may_control": may_control_queues(request.user)})
 
 
@@ -128,10 +129,8 @@ def unknown_functions(now: Any) -> list[dict[str, Any]]:
     queue and function: ``queue``, ``func_name``, ``count`` and ``since`` (the oldest's
     submission). Only queues that live workers serve, and that all of them listed their functions
     for, are judged; a Django task outside tasks.py is not (a worker imports it when it meets it)."""
-    cutoff = now - timedelta(seconds=settings.WORKER_TIMEOUT)
     known: dict[str, set[str] | None] = {}
-    for queues, functions in Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=cutoff).values_list(
-            "queues", "functions"):
+    for queues, functions in Worker.objects.alive().values_list("queues", "functions"):
         for queue in queues:
             names = known.setdefault(queue, set())
             known[queue] = None if names is None or not functions else names | set(functions)

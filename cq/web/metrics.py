@@ -6,9 +6,9 @@
 It answers a logged-in staff user, or a request carrying ``Authorization: Bearer <token>`` with
 the token of ``CQ_METRICS_TOKEN`` (compared in constant time); anyone else gets 401 (403 for a
 user who is logged in but not staff). Each scrape first counts the tasks finished since the last
-count (``cq.metrics.tally.advance``), then reads the gauges. It needs ``prometheus-client``
-(``pip install 'cq[prometheus]'``): without it, importing this module, as mounting the view does,
-raises ``ImproperlyConfigured``.
+count (``cq.metrics.tally.advance``), then reads the gauges (``cq.engine.queues.overview``). It
+needs ``prometheus-client`` (``pip install 'cq[prometheus]'``): without it, importing this module,
+as mounting the view does, raises ``ImproperlyConfigured``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from ..conf import settings
-from ..metrics import exposition, gauges, tally
+from ..engine import queues
+from ..metrics import exposition, tally
 from ..operating import Tally
 
 
@@ -32,7 +33,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if refusal is not None:
         return refusal
     tally.advance(start=True)
-    body = exposition.render(list(Tally.objects.order_by("func_name", "status")), gauges.read(),
+    body = exposition.render(list(Tally.objects.order_by("func_name", "status")), queues.overview(),
                              tally.counted_to())
     return HttpResponse(body, content_type=exposition.CONTENT_TYPE_LATEST)
 

@@ -23,7 +23,7 @@ CONTROLS = ("paused", "concurrency")
 def queue_list(request: HttpRequest) -> dict[str, Any]:
     if not request.user.is_staff:
         raise Refused(403, "forbidden", "Listing queues takes staff.")
-    return {"queues": queues.overview()}
+    return {"queues": [state.as_json() for state in queues.overview().queues.values()]}
 
 
 @endpoint("POST", created=False)
@@ -36,4 +36,4 @@ def queue(request: HttpRequest, name: str) -> dict[str, Any]:
         also = f"; not {', '.join(unknown)}" if unknown else ""
         raise Refused(400, "invalid", f"Give paused, concurrency or both{also}.")
     row = queues.change(name, by=request.user.get_username(), **body)
-    return {"queue": queues.as_json(row, row.name)}
+    return {"queue": queues.as_json(row)}

@@ -133,5 +133,5 @@ def test_the_queues_page_counts_what_waits_in_each_queue(staff):
     tasks.report.delay("x")
     tasks.echo.delay_args(countdown=3600)  # not due: not counted
     rows = {row["queue"]: row for row in staff.get("/cq/queues/").context["rows"]}
-    assert (rows["default"]["depth"], rows["reports"]["depth"]) == (2, 1)
-    assert rows["default"]["waited"] >= 0 and not rows["default"]["paused"]
+    assert (rows["default"]["queued"], rows["default"]["scheduled"], rows["reports"]["queued"]) == (2, 1, 1)
+    assert rows["default"]["oldest_wait"] >= 0 and not rows["default"]["paused"]

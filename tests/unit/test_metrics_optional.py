@@ -18,11 +18,11 @@ SCRIPT = textwrap.dedent("""
     django.setup()
     from django.core.exceptions import ImproperlyConfigured
     from django.test.utils import override_settings
-    import cq.models, cq.metrics.tally, cq.metrics.gauges, cq.scheduling.sweeper, cq.urls, cq.checks
+    import cq.models, cq.metrics.tally, cq.engine.queues, cq.scheduling.sweeper, cq.urls, cq.checks
     from cq.scheduling.sweeper import sweep
     from cq.metrics.tally import advance
     print("swept", sweep().counted, "counted", advance(start=True))
-    print("gauges", cq.metrics.gauges.read().workers_alive)
+    print("gauges", cq.engine.queues.overview().workers_alive)
     print("check", cq.checks.check_metrics())
     with override_settings(CQ_METRICS_TOKEN="t"):
         print("check", [error.id for error in cq.checks.check_metrics()])

@@ -67,7 +67,7 @@ def test_the_first_scrape_starts_counting(client, settings):
 
 def test_gauges_say_depth_oldest_wait_running_workers_and_controls(client, settings):
     # Given: in "reports", two QUEUED tasks (the older waiting 90 s), one delayed for an hour
-    # (QUEUED but not due: it adds to the depth, not to the wait), one RETRY and one RUNNING;
+    # (QUEUED but not due: "scheduled", and not in the wait), one RETRY and one RUNNING;
     # the queue is paused with a cap of 3; two workers alive on it, one dead and one stopped.
     settings.CQ_METRICS_TOKEN = TOKEN
     now = timezone.now()
@@ -89,7 +89,8 @@ def test_gauges_say_depth_oldest_wait_running_workers_and_controls(client, setti
     found = samples(client.get(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
     # Then
     reports = (("queue", "reports"),)
-    assert found[("cq_queue_depth", (("queue", "reports"), ("status", "queued")))] == 3
+    assert found[("cq_queue_depth", (("queue", "reports"), ("status", "queued")))] == 2
+    assert found[("cq_queue_depth", (("queue", "reports"), ("status", "scheduled")))] == 1
     assert found[("cq_queue_depth", (("queue", "reports"), ("status", "retry")))] == 1
     assert 90 <= found[("cq_queue_oldest_wait_seconds", reports)] < 90 + 60
     assert found[("cq_queue_running", reports)] == 1

@@ -137,7 +137,7 @@ def test_the_api_lists_queues_and_changes_them_for_those_allowed(operator):
     assert answer.json()["queue"] | {"changed": None} == {"queue": "reports", "paused": True, "concurrency": 2,
                                                           "changed": None, "changed_by": "olga"}
     listed = {row["queue"]: row for row in operator.get("/cq/api/queues/").json()["queues"]}
-    assert listed["reports"]["paused"] and listed["reports"]["depth"] == 1
+    assert listed["reports"]["paused"] and listed["reports"]["queued"] == 1
     assert post(operator, "/cq/api/queues/reports/", {"concurrency": None}).json()["queue"]["concurrency"] is None
 
 
