@@ -15,8 +15,9 @@ attributes (``cq.task.*``); a failed run (FAILURE, RETRY, LOST) has an error sta
 stage, a chord's callback) take their workflow's context, the one its caller had.
 
 Without the package nothing here does more than check one module-level name; with the API
-but no SDK configured, OpenTelemetry's no-op tracer makes each span nothing but a carrier of
-the caller's context, which still reaches the tasks it creates. Configuring a tracer provider
+but no tracer provider set, a run whose row keeps no context makes no span at all, and one
+whose row keeps one makes OpenTelemetry's no-op span, nothing but a carrier of the caller's
+context, which still reaches the tasks it creates. Configuring a tracer provider
 is the project's business (docs/howto/operating.md).
 """
 
@@ -62,11 +63,17 @@ def _get_tracer() -> Any:
     return _tracer[1]
 
 
+def _provided() -> bool:
+    """Whether the project set a tracer provider: OpenTelemetry's stand-ins (before one is set,
+    or the no-op one) record nothing."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 def running(task: Any, pending: list[Any] | None = None) -> Any:
     """Around a worker's run of ``task``: its span, current meanwhile. With ``pending`` (a batch's
     list) the span is left open there, for :func:`finish` once the batch's outcome is written."""
-    if trace is None:
-        return _NOTHING
+    if trace is None or (task.trace is None and not _provided()):
+        return _NOTHING  # no context to pass on, and nothing would record a span
     return _Run(task, task.func_name, SpanKind.CONSUMER, propagate.extract(task.trace or {}), pending,
                 {"cq.task.id": str(task.pk), "cq.task.queue": task.queue, "cq.task.attempt": task.attempt})
 

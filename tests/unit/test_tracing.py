@@ -188,6 +188,20 @@ def test_with_no_sdk_nothing_is_stored_and_a_runs_context_is_passed_on(spans, dr
     assert f"{request.get_span_context().span_id:016x}" in stored["traceparent"]
 
 
+def test_with_no_provider_a_row_without_context_makes_no_span_at_all(monkeypatch):
+    # A worker of an untraced project pays nothing for the API being installed
+    from contextlib import nullcontext
+
+    from cq.engine import tracing
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    untraced = tasks.add.delay(1, 2)
+    assert untraced.trace is None
+    assert isinstance(tracing.running(untraced), nullcontext)
+    untraced.trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert not isinstance(tracing.running(untraced), nullcontext)  # a context to pass on
+
+
 def test_an_inline_run_is_a_span_under_the_current_one(spans, settings):
     settings.CQ_SERIAL = True
     with request_span() as request:
