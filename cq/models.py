@@ -25,6 +25,7 @@ from .exceptions import DuplicateSubmitError as DuplicateSubmitError
 from .fields import Progress as Progress
 from .fields import ProgressField as ProgressField  # migrations name cq.models.ProgressField
 from .operating import Queue as Queue
+from .operating import QueueSample as QueueSample
 from .operating import RateLimit as RateLimit
 from .operating import Worker as Worker
 from .scheduling.cron import validate_crontab, validate_timezone
@@ -134,6 +135,8 @@ class AbstractTask(models.Model):
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first within a queue.")
     unique_key = models.CharField(max_length=255, null=True, blank=True,
                                   help_text="No two active tasks share it.")
+    history = models.JSONField(null=True, blank=True, editable=False,
+                               help_text="Earlier attempts that failed: when, with what status and error.")
     trace = models.JSONField(null=True, blank=True, editable=False,
                              help_text="The caller's trace context (W3C traceparent), when it was traced.")
     concurrency_key = models.CharField(max_length=255, null=True, blank=True,

@@ -39,6 +39,8 @@ class Worker(models.Model):
     stopped = models.DateTimeField(null=True, blank=True)
     current_task = models.ForeignKey(TASK_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     processed = models.PositiveIntegerField(default=0, help_text="Tasks run since it started.")
+    memory = models.PositiveBigIntegerField(null=True, blank=True,
+                                            help_text="Resident memory in bytes, as its supervisor last read it.")
     terminate_task = models.UUIDField(null=True, blank=True, help_text="Kill the process if it runs this task.")
 
     objects = WorkerQuerySet.as_manager()
@@ -62,6 +64,25 @@ class RateLimit(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class QueueSample(models.Model):
+    """One queue at one minute, as the scheduler's leader saw it (for the queues page's charts of
+    the last hour): how many tasks waited, how long the oldest had, how many ran, how many finished
+    in that minute. Kept a day."""
+
+    queue = models.CharField(max_length=50)
+    minute = models.DateTimeField()
+    queued = models.PositiveIntegerField(default=0)
+    oldest_wait = models.FloatField(null=True, blank=True)
+    running = models.PositiveIntegerField(default=0)
+    finished = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "queue"], name="cq_queuesample_minute_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} at {self.minute:%H:%M}"
 
 
 class Queue(models.Model):
