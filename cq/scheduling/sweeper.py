@@ -12,6 +12,8 @@ leader every ``CQ_SWEEP_INTERVAL`` seconds (and on demand from
   batches of bounded size, each its own transaction, for at most ``PRUNE_BUDGET`` seconds a
   pass (``cq.scheduling.pruning``).
 - Rows of workers stopped or silent for a day are deleted.
+- Each queue is sampled once a minute for the queues page's charts (``cq.scheduling.sampling``),
+  and samples older than a day are deleted.
 - The metrics' tallies count the tasks finished since their last count (``cq.metrics.tally``),
   before expired rows go; a row they have not counted yet is not deleted.
 
@@ -34,7 +36,7 @@ from ..engine.transitions import outcomes
 from ..exceptions import TaskLost
 from ..metrics import tally
 from ..models import TaskStatus, Worker, get_task_model
-from . import pruning
+from . import pruning, sampling
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -55,12 +57,15 @@ class Swept:
     expired: int = 0
     workers: int = 0
     counted: int = 0
+    sampled: int = 0
 
 
 def sweep(now: datetime | None = None) -> Swept:
     lost = find_lost()
     counted = tally.advance()
-    return Swept(lost=lost, expired=delete_expired(now), workers=prune_workers(now), counted=counted)
+    sampled = sampling.take()
+    return Swept(lost=lost, expired=delete_expired(now), workers=prune_workers(now), counted=counted,
+                 sampled=sampled)
 
 
 def find_lost() -> int:
