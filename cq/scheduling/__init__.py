@@ -9,5 +9,7 @@
   (``cq_scheduler``); one at a time works, under a Redis ``lease``.
 - ``lease``: the scheduler's leader lease in Redis.
 - ``sweeper``: what no single worker can see: tasks of dead workers (LOST), expired results,
-  old worker rows.
+  old worker rows; it also takes the queues' minute ``sampling``.
+- ``sampling``: a sample of each queue each minute (depth, oldest wait, running, finished), for
+  the queues page's charts and the JSON API.
 """
