@@ -9,6 +9,11 @@ runs task code: a task holding the GIL in a long C call cannot starve them. The
 supervisor beats for each worker process that is alive; when one dies its row
 stops beating, and the sweeper turns its RUNNING tasks into LOST ones. Times are
 the database's (``Now()``), so no host's clock decides whether a worker is alive.
+
+A beat is one UPDATE of the worker's row: its time, the task it runs, how many it has run, and
+its resident memory, which the beating process reads from ``/proc/<pid>/statm`` (the worker
+process is on its host: the supervisor's child, or itself under ``--burst``). Where there is no
+``/proc`` (not Linux), the memory stays empty.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from ..engine import database
 from ..models import Worker
 
 logger = logging.getLogger("cq.heartbeat")  # its name before cq's subpackages: LOGGING settings use it
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def incarnation_name(pid: int | None = None, token: str | None = None) -> str:
@@ -57,10 +64,23 @@ def register(worker: Incarnation) -> None:
                           functions=registry.known(), started=Now(), last_heartbeat=Now())
 
 
+def resident_memory(pid: int) -> int | None:
+    """Bytes of memory the process ``pid`` of this host holds in RAM now, or ``None`` where it
+    cannot be read (no ``/proc``, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])  # size, then resident, in pages
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * _PAGE_SIZE
+
+
 def beat(worker: Incarnation) -> None:
-    """Record that ``worker`` is alive now; its row is made if registering it failed."""
+    """Record that ``worker`` is alive now, with what it runs and its memory; its row is made if
+    registering it failed."""
     if not Worker.objects.filter(name=worker.name, stopped__isnull=True).update(
-            last_heartbeat=Now(), current_task_id=worker.current, processed=worker.processed):
+            last_heartbeat=Now(), current_task_id=worker.current, processed=worker.processed,
+            memory=resident_memory(worker.pid)):
         if not Worker.objects.filter(name=worker.name).exists():
             register(worker)
 
