@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .web import api, bulk, dashboard, queue_api
+from .web import api, bulk, dashboard, fleet, queue_api
 
 app_name = "cq"
 urlpatterns = [
@@ -19,4 +19,5 @@ urlpatterns = [
     path("api/queues/", queue_api.queue_list, name="api-queues"),
     path("api/queues/<str:name>/", queue_api.queue, name="api-queue"),
     path("api/bulk/<str:action>/", bulk.api, name="api-bulk"),
+    path("api/workers/", fleet.worker_list, name="api-workers"),
 ]

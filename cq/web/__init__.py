@@ -3,6 +3,8 @@
 - ``api``: the JSON API (list, read, create, revoke, retry, re-run tasks).
 - ``dashboard``: the staff pages (task list, a task's page, workers, queues), rendered from
   ``cq/templates/cq/`` with ``cq/static/cq/``.
+- ``fleet``: what the workers and queues pages show (a worker's pace, running task and memory; a
+  queue's charts of its last hour), and ``GET api/workers/``.
 - ``bulk``: retrying or revoking every task a list's filters match, counted first, in batches
   (the API's and the dashboard's).
 - ``consumers``: the websocket consumer that streams live events (``cq.transport.events``).

@@ -17,9 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import registry
-from ..conf import settings
-from ..engine import queues as queues_of_cq
 from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
+from . import fleet
 from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
 
@@ -102,24 +101,19 @@ def throughput(minutes: int = 60) -> dict[str, Any]:
 
 @staff_member_required
 def workers(request: HttpRequest) -> HttpResponse:
-    """Worker processes: alive (a heartbeat within CQ_WORKER_TIMEOUT) or not, what they run."""
-    now = timezone.now()
-    rows = []
-    for worker in Worker.objects.order_by("stopped", "-last_heartbeat")[:PAGE]:
-        age = (now - worker.last_heartbeat).total_seconds()
-        rows.append({"worker": worker, "age": age,
-                     "alive": worker.stopped is None and age <= settings.WORKER_TIMEOUT})
-    return _page(request, "cq/workers.html", {"rows": rows})
+    """Worker processes: alive (a heartbeat within CQ_WORKER_TIMEOUT) or not, their pace, what they
+    run and their memory (``cq.web.fleet``)."""
+    return _page(request, "cq/workers.html", {"rows": fleet.workers(PAGE)})
 
 
 @staff_member_required
 def queues(request: HttpRequest) -> HttpResponse:
     """Each queue: paused or capped (with buttons for those who may change it), how many tasks
-    wait and for how long, and how many live workers serve it; and the tasks no live worker of
-    their queue knows the function of."""
+    wait and for how long, charts of its depth and throughput over the last hour, and how many
+    live workers serve it; and the tasks no live worker of their queue knows the function of."""
     now = timezone.now()
     orphans = [{**row, "waited": (now - row["since"]).total_seconds()} for row in unknown_functions(now)]
-    rows = [state.as_json() for state in queues_of_cq.overview().queues.values()]
+    rows = fleet.queue_rows()  # with charts of the last hour
     return _page(request, "cq/queues.html", {"rows": rows, "orphans": orphans,
                                              "may_control": may_control_queues(request.user)})
 

@@ -1,6 +1,7 @@
 """The JSON API of queue controls (``path("cq/", include("cq.urls"))``), in the shape of ``cq.web.api``:
 
-- ``GET api/queues/``: every queue with controls, waiting tasks or a live worker (staff).
+- ``GET api/queues/``: every queue with controls, waiting tasks or a live worker, each with its
+  minute samples of the last hour (``cq.scheduling.sampling``) (staff).
 - ``POST api/queues/<name>/`` with ``{"paused": true|false, "concurrency": n|null}`` (either or
   both): change them, for staff with the ``cq.change_queue`` permission. The change is logged and
   sent on the websocket with the user's name (``cq.engine.queues``).
@@ -13,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from ..engine import queues
+from ..scheduling import sampling
 from .access import may_control_queues
 from .api import Refused, _body, endpoint
 
@@ -23,7 +25,9 @@ CONTROLS = ("paused", "concurrency")
 def queue_list(request: HttpRequest) -> dict[str, Any]:
     if not request.user.is_staff:
         raise Refused(403, "forbidden", "Listing queues takes staff.")
-    return {"queues": [state.as_json() for state in queues.overview().queues.values()]}
+    history = sampling.history()
+    return {"queues": [{**state.as_json(), "last_hour": history.of(name)}
+                       for name, state in queues.overview().queues.items()]}
 
 
 @endpoint("POST", created=False)
