@@ -150,3 +150,20 @@ def test_the_queues_api_gives_each_queue_its_last_hour(staff):
     assert [hour[field][-1] for field in ("queued", "running", "finished", "oldest_wait")] == [2, 1, 9, 1.5]
     assert hour["queued"][0] is None
 
+
+
+@pytest.mark.custom_model
+def test_the_pages_read_the_projects_own_task_model(owned, staff):
+    running = tasks.echo.delay("slow")
+    owned.objects.filter(pk=running.pk).update(status=owned.STATUS_RUNNING, started=timezone.now())
+    last = sampling.last_minute()
+    for at in (timezone.now() - timedelta(seconds=1), last + timedelta(seconds=1)):
+        done = tasks.echo.delay("done")
+        owned.objects.filter(pk=done.pk).update(status=owned.STATUS_SUCCESS, finished=at, worker="box:1:aa")
+    Worker.objects.create(name="box:1:aa", host="box", pid=1, current_task_id=running.pk)
+    (row,) = staff.get("/cq/workers/").context["rows"]
+    assert row["task"]["id"] == str(running.pk) and row["per_minute"] in (1, 2)
+    sampling.record(last)
+    (queue,) = staff.get("/cq/queues/").context["rows"]
+    assert (queue["queue"], queue["last_hour"]["running"][-1]) == ("default", 1)
+    assert queue["last_hour"]["finished"][-1] >= 1
