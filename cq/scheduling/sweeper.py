@@ -63,9 +63,9 @@ class Swept:
 def sweep(now: datetime | None = None) -> Swept:
     lost = find_lost()
     counted = tally.advance()
-    sampled = sampling.take()
-    return Swept(lost=lost, expired=delete_expired(now), workers=prune_workers(now), counted=counted,
-                 sampled=sampled)
+    swept = Swept(lost=lost, expired=delete_expired(now), workers=prune_workers(now), counted=counted)
+    swept.sampled = sampling.take()  # last: a chart's minute matters less than the steps above
+    return swept
 
 
 def find_lost() -> int:
