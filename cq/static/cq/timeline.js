@@ -57,10 +57,20 @@
     return s < 60 ? `${s.toFixed(s < 10 ? 1 : 0)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   }
 
-  // A round step for about `count` ticks over `range`: 1, 2 or 5 times a power of ten.
+  // A round step of the clock for about `count` ticks over `range` seconds: tenths under a second,
+  // then the steps a clock's face has (5 s, 15 s, 1 min, 5 min, 1 h...).
+  const CLOCK = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
   function roundStep(range, count) {
-    const rough = range / count, power = 10 ** Math.floor(Math.log10(rough));
-    return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= rough);
+    const rough = range / count;
+    if (rough < 1) return [0.1, 0.2, 0.5, 1].find((step) => step >= rough);
+    return CLOCK.find((step) => step >= rough) ?? Math.ceil(rough / 86400) * 86400;
+  }
+
+  function offsetLabel(ms) {
+    const s = Math.round(ms / 100) / 10, m = Math.floor(s / 60), h = Math.floor(m / 60);
+    if (s < 60) return `+${s} s`;
+    if (s < 3600) return s % 60 ? `+${m} min ${Math.round(s % 60)} s` : `+${m} min`;
+    return m % 60 ? `+${h} h ${m % 60} min` : `+${h} h`;
   }
 
   function draw() {
@@ -74,7 +84,7 @@
     const step = roundStep((end - start) / 1000, 6) * 1000;
     for (let t = 0; start + t <= end; t += step) {
       axis.append(element("line", {x1: x(start + t), x2: x(start + t), y1: 16, y2: 22}),
-                  element("text", {x: x(start + t), y: 12, "text-anchor": "middle"}, `+${seconds(t)}`));
+                  element("text", {x: x(start + t), y: 12, "text-anchor": "middle"}, offsetLabel(t)));
     }
     // The rows in view, and a few beyond it.
     bars.setAttribute("width", width);
