@@ -16,6 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from ..statuses import UNSTARTED
 from ..workflows.groups import CHORD, STAGES
 
 #: At most this many rows are drawn (the first ones in tree order); the critical path is still
@@ -27,12 +28,13 @@ SEQUENTIAL = frozenset({CHORD, STAGES})
 
 def timeline(task: Any, tree: list[tuple[int, Any]]) -> dict[str, Any]:
     """The timeline of ``task`` and its ``tree`` (``cq.web.dashboard.tree_of``: ``(depth, task)``
-    in tree order): ``{"now": server time, "rows": [...], "critical": [ids], "total": n}``, each
+    in tree order): ``{"now": server time, "rows": [...], "critical": [ids], "total": n,
+    "unstarted": [statuses not running yet]}``, each
     row ``{"id", "parent", "depth", "func_name", "status", "queued", "started", "finished"}``
     (ISO times or null; ``depth`` 0 is ``task``'s own row)."""
     everything = [(0, task)] + [(depth + 1, row) for depth, row in tree]
     return {
-        "now": timezone.now().isoformat(), "total": len(everything),
+        "now": timezone.now().isoformat(), "total": len(everything), "unstarted": sorted(UNSTARTED),
         "rows": [_row(depth, row) for depth, row in everything[:ROWS]],
         "critical": [str(pk) for pk in critical_path(task, [row for _depth, row in tree])],
     }

@@ -45,6 +45,7 @@ def test_the_timeline_has_a_row_per_task_in_tree_order_with_its_times(drain):
     data = timeline(top, tree_of(top))
     rows = Task.objects.in_bulk()
     assert [row["depth"] for row in data["rows"]] == [0, 1, 1, 1] and data["total"] == 4
+    assert data["unstarted"] == ["P", "Q", "Y"]  # drawn as waiting in the queue
     assert data["rows"][0]["id"] == str(top.pk) and data["rows"][0]["parent"] is None
     for row in data["rows"]:
         task = rows[Task._meta.pk.to_python(row["id"])]

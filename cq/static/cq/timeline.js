@@ -12,10 +12,11 @@
   const scroller = figure.querySelector(".rows");
   const statuses = JSON.parse(document.getElementById("cq-statuses").textContent);
   const final = new Set(statuses.final), labels = statuses.labels;
-  const WAITING = new Set(["P", "Q", "Y"]);  // not started yet: queued, retrying, or pending a submit
-  const ROW = 18, LABEL = 280, INDENT = 12, PAD = 12, MARGIN = 10;  // px; MARGIN: rows drawn beyond the view
+  // In px; PAD leaves room for the last time label, MARGIN is how many rows are drawn beyond the view.
+  const ROW = 18, LABEL = 280, INDENT = 12, PAD = 28, MARGIN = 10;
   const svgNS = "http://www.w3.org/2000/svg";
   let rows = [], byId = new Map(), critical = new Set(), offset = 0, total = 0;
+  let unstarted = new Set();  // statuses not running yet: queued, retrying, or pending a submit
 
   const time = (iso) => (iso ? Date.parse(iso) : null);
   const now = () => Date.now() + offset;  // the server's clock, as near as the page can tell
@@ -25,6 +26,7 @@
                                     finished: time(row.finished)}));
     byId = new Map(rows.map((row) => [row.id, row]));
     critical = new Set(data.critical);
+    unstarted = new Set(data.unstarted);
     offset = Date.parse(data.now) - Date.now();
     total = data.total;
     figure.querySelector(".note").textContent = total > rows.length
@@ -101,7 +103,7 @@
       const name = row.func_name.split(".").slice(-2).join(".");
       link.append(element("text", {x: 4 + row.depth * INDENT, y: y + ROW - 5}, name));
       const stop = row.finished ?? (final.has(row.status) ? row.started ?? row.queued : clock);
-      const began = WAITING.has(row.status) ? null : row.started;
+      const began = unstarted.has(row.status) ? null : row.started;
       const waitEnd = began ?? stop;
       if (row.queued !== null && waitEnd !== null) {
         link.append(element("rect", {class: "wait", x: x(row.queued), y: y + 4, height: ROW - 8,
@@ -140,9 +142,11 @@
       return;
     }
     const at = Date.parse(event.at);
-    if (WAITING.has(event.status) && !WAITING.has(row.status)) [row.queued, row.started, row.finished] = [at, null, null];
-    if (event.status === "R") [row.started, row.finished] = [at, null];
-    if (final.has(event.status)) {
+    if (unstarted.has(event.status)) {
+      if (row.status !== event.status) [row.queued, row.started, row.finished] = [at, null, null];  // (re)queued
+    } else if (!final.has(event.status)) {
+      if (unstarted.has(row.status) || row.started === null) [row.started, row.finished] = [at, null];
+    } else {
       row.finished = at;
       readAgain();
     }
