@@ -51,9 +51,10 @@ def log_in(page: Any, base: str, username: str, password: str, then: str = "/cq/
 
 
 @contextmanager
-def demo_site(tmp_path: Path) -> Iterator[str]:
+def demo_site(tmp_path: Path, **environ: str) -> Iterator[str]:
     """The demo (`make demo`: demo/run.py, its site and workers) on a free port, with a database and
-    media of its own under ``tmp_path`` and the tests' Redis; yields its base URL, stops it after."""
+    media of its own under ``tmp_path``, the tests' Redis and ``environ`` (e.g. ``DEMO_RENDER_PACE``);
+    yields its base URL, stops it after."""
     import signal
     import subprocess
     import sys
@@ -65,7 +66,7 @@ def demo_site(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": settings.REDIS_URL, "DEMO_PORT": str(port),
            "DEMO_SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DEMO_MEDIA_ROOT": str(tmp_path / "media"),
-           "DEMO_RENDER_PACE": "0.3", "DEMO_REMINDER_AFTER": "30"}
+           "DEMO_RENDER_PACE": "0.3", "DEMO_REMINDER_AFTER": "30", **environ}
     for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
         env.pop(name, None)
     log = tmp_path / "demo.log"
