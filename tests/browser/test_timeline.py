@@ -125,8 +125,13 @@ def test_the_demos_timeline_appears_and_grows_during_its_job(tmp_path, monkeypat
         eventually(lambda: int(timeline.get_attribute("data-rows")) > seen, 60, "new bars for the later stages")
         screenshot(page, "demo-timeline-mid-job")
         expect(top).to_have_class(re.compile(r"\bstatus-S\b"), timeout=90_000)
-        expect(timeline).to_have_attribute("data-rows", re.compile(r"^2\d$"))  # the whole tree, about 25 tasks
+        api = base + page.evaluate("location.pathname").replace("/cq/tasks/", "/cq/api/tasks/")
+        tree = page.request.get(api).json()["tree"]
+        expect(timeline).to_have_attribute("data-rows", str(1 + len(tree)), timeout=WAIT)  # the whole tree
         expect(timeline.locator("a.bar.status-F")).to_have_count(1)  # Initech's invoice
+        # The critical path runs from the top to the last stage's step, the tree's last row.
         expect(top).to_have_class(re.compile(r"\bcritical\b"))
+        expect(timeline.locator("a.bar").last).to_have_class(re.compile(r"\bcritical\b"), timeout=WAIT)
+        assert timeline.locator("a.bar").last.locator("text").text_content() == "tasks.notify"
         assert page.evaluate("window.cqNoReload") is True
         screenshot(page, "demo-timeline-done")
