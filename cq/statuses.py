@@ -1,7 +1,7 @@
 """A task's statuses: django-cq's one-letter codes, and the groups they form.
 
 This is the one place that says which statuses are final, failed, active,
-revocable or retryable. Every map keyed by status elsewhere (Django's statuses
+revocable, retryable or unstarted. Every map keyed by status elsewhere (Django's statuses
 in ``cq.backends``, ``cq_maintenance``'s flags, the dashboard's colours) is
 checked against the members here by ``tests/unit/test_statuses.py``. It imports no
 models, so that ``cq.backends`` may use it at import time.
@@ -55,6 +55,11 @@ class TaskStatus(TextChoices):
         """What ``retry_now()`` (the API's and dashboard's Retry) may queue again, as the same row."""
         return self in (TaskStatus.FAILURE, TaskStatus.LOST)
 
+    @property
+    def unstarted(self) -> bool:
+        """Not running yet: pending a submit, queued, or waiting to be retried."""
+        return self in (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RETRY)
+
     @classmethod
     def where(cls, group: str) -> frozenset[TaskStatus]:
         """The members for which the property ``group`` holds, e.g. ``where("final")``."""
@@ -71,3 +76,5 @@ ACTIVE = TaskStatus.where("active")
 REVOCABLE = UNFINISHED = TaskStatus.where("revocable")
 #: What ``retry_now()`` may queue again.
 RETRYABLE = TaskStatus.where("retryable")
+#: Not running yet (the timeline draws them as waiting).
+UNSTARTED = TaskStatus.where("unstarted")

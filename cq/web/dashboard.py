@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Min
 from django.db.models.functions import TruncMinute
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,6 +21,7 @@ from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_mo
 from . import fleet
 from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
+from .timeline import timeline
 
 PAGE = 100
 
@@ -51,11 +52,14 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     task = find_task(task_id)
     if task is None:
         raise Http404(f"No task has the id {task_id!r}.")
+    tree = tree_of(task)
+    if "timeline" in request.GET:  # the timeline's script reads it again as the tree changes
+        return JsonResponse(timeline(task, tree))
     progress = task.tree_progress
     if task.status == TaskStatus.SUCCESS:
         progress = {**progress, "percent": 100}
     return _page(request, "cq/task.html", {
-        "task": task, "tree": tree_of(task), "logs": task.logs, "progress": progress,
+        "task": task, "tree": tree, "logs": task.logs, "progress": progress, "timeline": timeline(task, tree),
         "result": json.dumps(task.result, indent=2, sort_keys=True),
         # The actions the API would take (cq.web.api answers 409 to the others).
         "revocable": task.status in REVOCABLE,

@@ -48,3 +48,39 @@ def log_in(page: Any, base: str, username: str, password: str, then: str = "/cq/
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url(f"{base}{then}")
+
+
+@contextmanager
+def demo_site(tmp_path: Path, **environ: str) -> Iterator[str]:
+    """The demo (`make demo`: demo/run.py, its site and workers) on a free port, with a database and
+    media of its own under ``tmp_path``, the tests' Redis and ``environ`` (e.g. ``DEMO_RENDER_PACE``);
+    yields its base URL, stops it after."""
+    import signal
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.helpers import eventually, free_port
+
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": settings.REDIS_URL, "DEMO_PORT": str(port),
+           "DEMO_SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DEMO_MEDIA_ROOT": str(tmp_path / "media"),
+           "DEMO_RENDER_PACE": "0.3", "DEMO_REMINDER_AFTER": "30", **environ}
+    for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
+        env.pop(name, None)
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen([sys.executable, "demo/run.py"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        eventually(lambda: "cq demo: open" in log.read_text() or demo.poll() is not None, 60, "the demo to start")
+        assert demo.poll() is None, log.read_text()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()

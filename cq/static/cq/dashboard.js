@@ -5,18 +5,18 @@
   const statuses = JSON.parse(document.getElementById("cq-statuses").textContent);
   const labels = statuses.labels;
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
-  const chart = throughputChart();
   const PAGE = 100;
 
   // An event from the socket; or, with live false, a task's state read from the API (not counted in the chart).
+  // A page's own script (chart.js, timeline.js) hears each one as a "cq:event" on the document.
   function show(event, live = true) {
+    document.dispatchEvent(new CustomEvent("cq:event", {detail: {event, live}}));
     if (event.event === "status") addRow(event);
     document.querySelectorAll(`[data-task="${event.task}"] .status, [data-status="${event.task}"]`)
       .forEach((cell) => {
         cell.textContent = labels[event.status] || event.status;
         cell.className = `status status-${event.status}`;
       });
-    if (event.event === "status" && chart && live) chart.add(event);
     if (event.event === "progress") {
       document.querySelectorAll(`progress[data-task="${event.task}"], [data-task="${event.task}"] progress`)
         .forEach((bar) => { bar.value = event.progress.percent || 0; });
@@ -50,53 +50,6 @@
     row.insertCell();
     row.insertCell();
     while (body.rows.length > PAGE) body.deleteRow(-1);
-  }
-
-  // Stacked bars: tasks finished per minute by final status, the last minute growing as events come.
-  function throughputChart() {
-    const svg = document.getElementById("throughput");
-    if (!svg) return null;
-    const data = JSON.parse(document.getElementById("throughput-data").textContent);
-    const minutes = data.minutes, counts = data.counts, width = 600 / minutes;
-    let start = Date.parse(data.start);
-
-    function slide(now) {
-      const shift = Math.min(Math.floor((now - start) / 60000) - (minutes - 1), minutes);
-      if (shift <= 0) return;
-      Object.values(counts).forEach((row) => { row.splice(0, shift); row.push(...new Array(shift).fill(0)); });
-      start += shift * 60000;
-    }
-
-    function draw() {
-      slide(Date.now());
-      const totals = new Array(minutes).fill(0);
-      Object.values(counts).forEach((row) => row.forEach((n, i) => { totals[i] += n; }));
-      const scale = 96 / Math.max(1, ...totals);
-      const bars = [];
-      const height = new Array(minutes).fill(0);
-      Object.keys(labels).forEach((status) => (counts[status] || []).forEach((n, i) => {
-        if (!n) return;
-        height[i] += n * scale;
-        bars.push(`<rect class="status-${status}" x="${i * width + 0.5}" y="${100 - height[i]}" ` +
-                  `width="${width - 1}" height="${n * scale}"><title>${n} ${labels[status]}</title></rect>`);
-      }));
-      svg.innerHTML = bars.join("");
-      svg.dataset.total = totals.reduce((a, b) => a + b, 0);
-    }
-
-    draw();
-    setInterval(draw, 30000);
-    return {
-      add(event) {
-        if (!statuses.final.includes(event.status)) return;
-        const at = Date.parse(event.at);
-        slide(at);
-        const i = Math.floor((at - start) / 60000);
-        if (i < 0 || i >= minutes) return;
-        (counts[event.status] ||= new Array(minutes).fill(0))[i] += 1;
-        draw();
-      },
-    };
   }
 
   // What changed before the socket opened (or while it was closed) came as no event: read it from the API.
