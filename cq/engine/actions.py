@@ -14,7 +14,7 @@ bulk actions (``cq.web.bulk``) all ask.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 
@@ -38,7 +38,7 @@ RETRY_APPLIES = Q(parent__isnull=True, status__in=sorted(RETRYABLE)) & ~Q(func_n
 REVOKE_APPLIES = Q(status__in=sorted(REVOCABLE))
 
 
-def refusal(action: str, task: Task, tree: list[Task] | None = None) -> str | None:
+def refusal(action: str, task: Any, tree: list[Any] | None = None) -> str | None:
     """Why ``action`` cannot run on ``task`` now, in a sentence; ``None`` when it can. ``tree`` is
     the rows under a top-level ``task``, when the caller has them already."""
     status = TaskStatus(task.status)
@@ -71,12 +71,12 @@ def refusal(action: str, task: Task, tree: list[Task] | None = None) -> str | No
     raise ValueError(f"No action is called {action!r}; there are {', '.join(ACTIONS)}.")
 
 
-def available(task: Task, tree: list[Task] | None = None) -> dict[str, bool]:
+def available(task: Any, tree: list[Any] | None = None) -> dict[str, bool]:
     """Each action, and whether it may run on ``task`` now (the dashboard's buttons)."""
     return {action: refusal(action, task, tree) is None for action in ACTIONS}
 
 
-def retry_failed(task: Task) -> None:
+def retry_failed(task: Any) -> None:
     """``task.retry_failed()``: retry the top-level ``task`` from its failed step.
 
     Raises:
@@ -89,7 +89,7 @@ def retry_failed(task: Task) -> None:
     raise InvalidTask(reason or f"Task {task.pk} changed meanwhile (another retry got there first).")
 
 
-def _in_workflow(task: Task) -> bool:
+def _in_workflow(task: Any) -> bool:
     """Whether the engine wrote ``task`` under a workflow's row (a member, a step, a callback)."""
     if task.parent_id is None:
         return False

@@ -596,6 +596,12 @@ def mendable(cqt, key, value=None, params=None):
 
 
 @task
+def step_returns(cqt, value, params):
+    """A pipeline's step returning ``value``, a dict of params or not."""
+    return value
+
+
+@task
 def total(cqt, results, as_params=False):
     """A chord's callback: fails on a None slot (a member that failed, with allow_failures)."""
     return {"total": sum(results)} if as_params else sum(results)
