@@ -30,7 +30,7 @@ class CqConfig(AppConfig):
             submit=dispatch.submit, wait=dispatch.wait, revoke=trees.revoke, subtask=trees.subtask,
             chain=trees.chain, errorback=errbacks.errorback, update=metadata.update, progress=metadata.progress,
             tree_progress=metadata.tree_progress,
-            rerun=dispatch.rerun, retry=dispatch.retry, retry_failed=actions.retry_failed,
+            rerun=dispatch.rerun, retry=actions.retry, retry_failed=actions.retry_failed,
             log=logs.log, tree_logs=logs.tree_logs, delay=dispatch.delay,
             delay_many=dispatch.delay_many, run_inline=inline.run_inline, signature=signatures.signature,
             submit_repeating=firing.submit, update_next_run=firing.update_next_run))

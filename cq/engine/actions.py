@@ -1,6 +1,7 @@
 """Which actions may run on a task row, and why not: the one answer that the dashboard (which
-shows only the buttons that would work), the JSON API (409 with the reason otherwise) and the
-bulk actions (``cq.web.bulk``) all ask.
+shows only the buttons that would work), the JSON API (409 with the reason otherwise), the
+bulk actions (``cq.web.bulk``) and the model's ``task.retry()`` and ``task.retry_failed()``
+(``InvalidTask`` with the reason otherwise) all ask.
 
 - ``revoke`` and ``terminate``: a task that has not finished.
 - ``retry`` (the same row, again): a top-level task that ended FAILURE or LOST, and that a
@@ -23,6 +24,7 @@ from ..exceptions import InvalidTask
 from ..models import RETRYABLE, REVOCABLE, TaskStatus, get_task_model
 from ..workflows import retrying
 from ..workflows.rules import RULES
+from .transitions import queueing
 
 if TYPE_CHECKING:  # the concrete class for the checker; at run time, the model in use (CQ_TASK_MODEL)
     from cq.models import Task
@@ -74,6 +76,20 @@ def refusal(action: str, task: Any, tree: list[Any] | None = None) -> str | None
 def available(task: Any, tree: list[Any] | None = None) -> dict[str, bool]:
     """Each action, and whether it may run on ``task`` now (the dashboard's buttons)."""
     return {action: refusal(action, task, tree) is None for action in ACTIONS}
+
+
+def retry(task: Any) -> None:
+    """``task.retry()`` (django-cq's): queue again, as the same row, a top-level task that ended
+    FAILURE or LOST; its retries are counted.
+
+    Raises:
+        InvalidTask: it is not such a task (the reason says why; ``rerun()`` queues a copy of a task).
+    """
+    task.refresh_from_db()
+    reason = refusal("retry", task)
+    if reason is None and queueing.retry_now(task):
+        return
+    raise InvalidTask(reason or f"Task {task.pk} changed meanwhile: it is {task.get_status_display()}.")
 
 
 def retry_failed(task: Any) -> None:

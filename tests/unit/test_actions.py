@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 
 from cq.canvas import chord, group, stages
 from cq.engine import actions
+from cq.exceptions import InvalidTask
 from cq.models import Task, TaskStatus
 from cq.web import bulk
 from tests.testapp import tasks
@@ -61,6 +62,8 @@ def test_a_workflows_own_rows_are_never_re_run_and_never_retried_as_a_row(drain)
     # A pipeline row ended FAILURE, yet no worker runs it: only the retry from the failed step works.
     assert can(pipeline) == {"retry_failed"}
     assert "no worker runs" in actions.refusal("retry", pipeline)
+    with pytest.raises(InvalidTask, match="no worker runs"):
+        pipeline.retry()  # the model's verb asks the same rules
     stage = Task.objects.get(parent=pipeline.pk, kwargs__stage=2)
     step = Task.objects.get(parent=stage.pk)
     assert can(stage) == set() and can(step) == set()  # inside the tree: retried by its top
