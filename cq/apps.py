@@ -22,7 +22,7 @@ class CqConfig(AppConfig):
     def ready(self) -> None:
         # app loading: the engine and the workflows import the task model, loaded only now. The
         # model's and task functions' django-cq verbs reach them through cq.verbs, filled here.
-        from .engine import dispatch, inline, logs, metadata
+        from .engine import actions, dispatch, inline, logs, metadata
         from .scheduling import firing
         from .workflows import errbacks, signatures, trees
 
@@ -30,7 +30,8 @@ class CqConfig(AppConfig):
             submit=dispatch.submit, wait=dispatch.wait, revoke=trees.revoke, subtask=trees.subtask,
             chain=trees.chain, errorback=errbacks.errorback, update=metadata.update, progress=metadata.progress,
             tree_progress=metadata.tree_progress,
-            rerun=dispatch.rerun, retry=dispatch.retry, log=logs.log, tree_logs=logs.tree_logs, delay=dispatch.delay,
+            rerun=dispatch.rerun, retry=actions.retry, retry_failed=actions.retry_failed,
+            log=logs.log, tree_logs=logs.tree_logs, delay=dispatch.delay,
             delay_many=dispatch.delay_many, run_inline=inline.run_inline, signature=signatures.signature,
             submit_repeating=firing.submit, update_next_run=firing.update_next_run))
         # Register every installed app's task functions, cq's own (cq.tasks) included.

@@ -244,6 +244,11 @@ class AbstractTask(models.Model):
         """Queue again, as the same row, a top-level task that ended FAILURE or LOST."""
         verbs.engine().retry(self)
 
+    def retry_failed(self) -> None:
+        """Run again only what failed in this top-level task's tree (INCOMPLETE or FAILURE), reusing
+        what succeeded; the tree then carries on as if nothing had failed."""
+        verbs.engine().retry_failed(self)
+
     def rerun(self) -> AbstractTask:
         """Queue a new top-level task with this one's function, arguments, fields and options."""
         return verbs.engine().rerun(self)

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/tasks/<str:task_id>/", api.task, name="api-task"),
     path("api/tasks/<str:task_id>/revoke/", api.revoke, name="api-revoke"),
     path("api/tasks/<str:task_id>/retry/", api.retry, name="api-retry"),
+    path("api/tasks/<str:task_id>/retry-failed/", api.retry_failed, name="api-retry-failed"),
     path("api/tasks/<str:task_id>/rerun/", api.rerun, name="api-rerun"),
     path("api/queues/", queue_api.queue_list, name="api-queues"),
     path("api/queues/<str:name>/", queue_api.queue, name="api-queue"),

@@ -35,6 +35,7 @@ class Verbs:
     tree_progress: Callable[..., dict[str, Any]]
     rerun: Callable[..., Any]
     retry: Callable[..., None]
+    retry_failed: Callable[..., None]
     log: Callable[..., None]
     tree_logs: Callable[..., list[dict[str, Any]]]
     # Of a task function (cq.registry.TaskFunction), and cq.models.delay

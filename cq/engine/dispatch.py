@@ -107,20 +107,6 @@ def rerun(task: Task) -> Task:
                   result_ttl=task.result_ttl, fields={**task.fields, **own})
 
 
-def retry(task: Task) -> None:
-    """Queue again, as the same row, a top-level task that ended FAILURE or LOST (django-cq's
-    ``task.retry()``; its retries are counted).
-
-    Raises:
-        InvalidTask: it is not such a task (``rerun()`` queues a copy of any task).
-    """
-    if not queueing.retry_now(task):
-        task.refresh_from_db(fields=["status", "parent"])
-        where = "a subtask" if task.parent_id is not None else task.get_status_display()
-        raise InvalidTask(f"Task {task.pk} is {where}: only a top-level task that ended Failure or Lost is "
-                          f"retried as the same row (its tree retries a subtask); rerun() queues a copy of any task.")
-
-
 def _fields(fn: Any, given: Any) -> dict[str, Any]:
     """The decorator's fields, updated with those given for this run."""
     if given is not None and not isinstance(given, dict):

@@ -1,15 +1,16 @@
 """The JSON API (``path("cq/", include("cq.urls"))``): list and read tasks, create one by
-registered name, revoke, retry and re-run.
+registered name, revoke, retry (the same row, or from the failed step) and re-run.
 
 Every answer is JSON. Errors have one shape, ``{"error": {"code": ..., "message": ...}}``,
 with the HTTP status: 400 bad input, 401 not logged in, 403 not allowed, 404 no such task,
-405 wrong method, 409 the task's status does not allow the action. Bad input is any value cq
-would not store (``cq.validation``): a body that is not strict JSON (``NaN``, nesting too deep
-for Python's parser, over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``), a NUL in a filter, an eta
-without an instant in UTC; it never reaches the database. Staff see every task and
-may act on any; another user sees and acts on the tasks ``cq.web.access.can_see`` allows;
-creating a task takes staff or the task model's ``add`` permission, and only a registered
-function runs: the name is looked up in the ``@task`` registry, never imported.
+405 wrong method, 409 the action cannot run on that task (``cq.engine.actions`` says why).
+Bad input is any value cq would not store (``cq.validation``): a body that is not strict JSON
+(``NaN``, nesting too deep for Python's parser, over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``),
+a NUL in a filter, an eta without an instant in UTC; it never reaches the database. Staff see
+every task and may act on any; another user sees and acts on the tasks
+``cq.web.access.can_see`` allows; creating a task takes staff or the task model's ``add``
+permission, and only a registered function runs: the name is looked up in the ``@task``
+registry, never imported.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import registry, validation
+from ..engine import actions
 from ..engine.metadata import own_columns
 from ..engine.transitions import queueing
 from ..exceptions import CQError, InvalidTask, TaskNotRegistered
-from ..models import DONE, TaskStatus, find_task, get_task_model, parse_task_id
+from ..models import TaskStatus, find_task, get_task_model, parse_task_id
+from ..workflows import retrying
 from .access import can_see
 
 PAGE = 50
@@ -179,26 +182,46 @@ def task(request: HttpRequest, task_id: str) -> dict[str, Any]:
 @endpoint("POST")
 def revoke(request: HttpRequest, task_id: str) -> dict[str, Any]:
     found = _find(request, task_id)
-    if found.status in DONE:
-        raise Refused(409, "wrong_status", f"Task {found.pk} has finished ({found.get_status_display()}).")
-    found.revoke(terminate=_body(request).get("terminate") is True)
+    terminate = _body(request).get("terminate") is True
+    _allowed("terminate" if terminate else "revoke", found)
+    found.revoke(terminate=terminate)
     return {"task": as_json(found)}
 
 
 @endpoint("POST")
 def retry(request: HttpRequest, task_id: str) -> dict[str, Any]:
     found = _find(request, task_id)
+    _allowed("retry", found)
     if not queueing.retry_now(found):
-        raise Refused(409, "wrong_status", f"Task {found.pk} is {found.get_status_display()}: only a top-level "
-                                           f"task that ended Failure or Lost can be retried.")
+        raise Refused(409, "wrong_status", f"Task {found.pk} changed meanwhile: it is {found.get_status_display()}.")
     return {"task": as_json(found)}
+
+
+@endpoint("POST")
+def retry_failed(request: HttpRequest, task_id: str) -> dict[str, Any]:
+    """Retry a top-level task from its failed step (``cq.workflows.retrying``): the task as it now
+    is, and the rows of its tree that run again."""
+    found = _find(request, task_id)
+    _allowed("retry_failed", found)
+    if not retrying.retry_failed(found):
+        raise Refused(409, "wrong_status", f"Task {found.pk} changed meanwhile (another retry got there first).")
+    again = get_task_model()._default_manager.filter(top=found.pk, status__in=[TaskStatus.QUEUED, TaskStatus.PENDING])
+    return {"task": as_json(found), "again": [str(pk) for pk in again.values_list("pk", flat=True)]}
 
 
 @endpoint("POST")
 def rerun(request: HttpRequest, task_id: str) -> dict[str, Any]:
     found = _find(request, task_id)
+    _allowed("rerun", found)
     _may_create(request)  # a re-run is a new task
     return {"task": as_json(found.rerun())}
+
+
+def _allowed(action: str, task: Any) -> None:
+    """Refuse (409, with the reason) an action that cannot run on ``task`` (``cq.engine.actions``)."""
+    reason = actions.refusal(action, task)
+    if reason is not None:
+        raise Refused(409, "wrong_status", reason, action=action)
 
 
 def _may_create(request: HttpRequest) -> None:

@@ -32,8 +32,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
 from ..conf import settings
+from ..engine import actions
 from ..engine.transitions import queueing
-from ..models import RETRYABLE, REVOCABLE, get_task_model
+from ..models import get_task_model
 from ..workflows import trees
 from .access import can_see
 from .api import Refused, _body, _visible, endpoint, filter_tasks
@@ -62,19 +63,21 @@ class Action:
 
 
 def _retry(ids: list[Any], terminate: bool) -> int:
-    return len(queueing.retry_all(get_task_model()._default_manager.filter(pk__in=ids)))
+    return len(queueing.retry_all(get_task_model()._default_manager.filter(pk__in=ids)
+                                  .filter(actions.RETRY_APPLIES)))
 
 
 def _revoke(ids: list[Any], terminate: bool) -> int:
-    roots = list(get_task_model()._default_manager.filter(pk__in=ids, status__in=REVOCABLE)
+    roots = list(get_task_model()._default_manager.filter(pk__in=ids).filter(actions.REVOKE_APPLIES)
                  .values_list("pk", flat=True))
     return len(trees.revoke_all(roots, terminate) & set(roots)) if roots else 0
 
 
+# Which tasks each action applies to is cq.engine.actions's to say, as for a single task.
 ACTIONS = {
-    "retry": Action("retry", Q(parent__isnull=True, status__in=RETRYABLE), "failed or lost",
+    "retry": Action("retry", actions.RETRY_APPLIES, "failed or lost",
                     "top-level tasks that ended Failure or Lost", _retry),
-    "revoke": Action("revoke", Q(status__in=REVOCABLE), "unfinished", "unfinished tasks", _revoke),
+    "revoke": Action("revoke", actions.REVOKE_APPLIES, "unfinished", "unfinished tasks", _revoke),
 }
 
 

@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import registry
-from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
+from ..engine import actions
+from ..models import DONE, TaskStatus, Worker, find_task, get_task_model
 from . import fleet
 from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
@@ -61,9 +62,8 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     return _page(request, "cq/task.html", {
         "task": task, "tree": tree, "logs": task.logs, "progress": progress, "timeline": timeline(task, tree),
         "result": json.dumps(task.result, indent=2, sort_keys=True),
-        # The actions the API would take (cq.web.api answers 409 to the others).
-        "revocable": task.status in REVOCABLE,
-        "retryable": task.parent_id is None and TaskStatus(task.status).retryable,
+        # Only the buttons whose action can run (cq.web.api answers 409 to the others).
+        "can": actions.available(task, [row for _depth, row in tree] if task.top_id is None else None),
         "admin_url": reverse(f"admin:{task._meta.app_label}_{task._meta.model_name}_change", args=[task.pk]),
     })
 

@@ -23,11 +23,13 @@ A workflow that ends INCOMPLETE (or a pipeline FAILURE) names what failed in its
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from ..engine.transitions import queueing
 from ..models import DONE, UNFINISHED, TaskStatus, get_task_model
 from ..transport import doorbell
 from . import groups
@@ -93,11 +95,25 @@ def _settle_chord(chord: Task) -> Outcome | None:
             "error": f"The header failed, so the callback did not run: {_reason(status, error)}",
             "result": {"failed": _failed_in(pk, name, status, result, error)}}
     callback = Signature.from_json(chord.kwargs["callback"])
+    again = chord.kwargs.get("callback_task")
+    if again is not None:  # a retry ran failed members again: the callback row runs again, with all results
+        _run_callback_again(chord, again, [result, *callback.args])
+        return None
     row = groups.call_row(callback, chord, timezone.now(), [result, *callback.args], dict(callback.kwargs))
     row.save(force_insert=True)
     doorbell.ring_on_commit([(row.pk, row.queue, row.priority)])
     groups.wait_on(chord, row)
     return None
+
+
+def _run_callback_again(chord: Task, callback_id: str, args: list[Any]) -> None:
+    """The chord's callback, left PENDING by a retry from the failed step
+    (``cq.workflows.retrying``), queued with the header's new results."""
+    chord.kwargs = {name: value for name, value in chord.kwargs.items() if name != "callback_task"}
+    Task.objects.filter(pk=chord.pk).update(kwargs=chord.kwargs, waiting_on=callback_id)
+    chord.waiting_on_id = uuid.UUID(callback_id)
+    Task.objects.filter(pk=callback_id).update(args=args)
+    queueing.launch(Task.objects.filter(pk=callback_id))
 
 
 def _settle_pipeline(pipeline: Task) -> Outcome | None:

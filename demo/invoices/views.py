@@ -78,5 +78,8 @@ def state(run: InvoiceRun) -> dict:
         "reminder_at": reminder.run_after.isoformat() if reminder and reminder.run_after else None,
         "reminder_status": reminder.get_status_display() if reminder else None,
         "task_url": reverse("cq:task", args=[task.pk]) if task else None,
+        # A run that stopped at a failed invoice is retried from there, through cq's JSON API.
+        "retry_url": reverse("cq:api-retry-failed", args=[task.pk])
+        if task is not None and task.status in (task.STATUS_INCOMPLETE, task.STATUS_FAILURE) else None,
         "logs": [f"{line['timestamp'][11:19]} {line['message']}" for line in task.logs] if task else [],
     }

@@ -6,14 +6,17 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 from tests.helpers import ROOT
 
 
-def test_a_person_generates_invoices_and_watches_them_in_the_browser(tmp_path, monkeypatch):
-    """`make demo` as a person uses it: log in, generate a month's invoices, watch the progress bar
-    reach 100% without reloading, see the failed customer named, download the archive."""
+def test_a_person_generates_invoices_then_mends_the_failed_one_with_retry_failed(tmp_path, monkeypatch):
+    """`make demo` as a person uses it: log in, generate a month's invoices, watch the run stop at
+    Initech's invoice (no billing address) without reloading, give Initech an address in the admin,
+    click Retry failed: only Initech's invoice is rendered again (the 11 others' render tasks keep
+    their start), the run ends Success and the archive holds all 12 invoices."""
     import signal
     import zipfile
 
@@ -40,29 +43,58 @@ def test_a_person_generates_invoices_and_watches_them_in_the_browser(tmp_path, m
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            page.on("dialog", lambda dialog: pytest.fail(f"the page said: {dialog.message}"))
             page.goto(f"{base}/")
             page.fill("#id_username", "admin")
             page.fill("#id_password", "cq-demo")
             page.click("input[type=submit]")
             page.get_by_role("button", name="Generate").click()
             page.wait_for_url(f"{base}/runs/*/")
+            run_url = page.url
             page.evaluate("window.cqNoReload = true")
-            progress = page.locator("#progress")
             expect(page.locator("#invoices tr.rendered").first).to_be_visible(timeout=30_000)
             screenshot(page, "demo-run-mid-job")
-            expect(progress).to_have_attribute("value", "100", timeout=60_000)
-            expect(page.locator("#status")).to_have_text("Success", timeout=30_000)
+            # The run stops at Initech's invoice: no archive, and a way to mend it.
+            expect(page.locator("#status")).to_have_text("Incomplete", timeout=60_000)
             expect(page.locator("#failed")).to_have_text("Not invoiced: Initech", timeout=10_000)
             expect(page.locator("#logs")).to_contain_text("Initech has no billing address")
+            expect(page.locator("#invoices tr.rendered")).to_have_count(11)
+            expect(page.locator("#download")).to_have_count(0)
+            retry = page.get_by_role("button", name="Retry failed")
+            expect(retry).to_be_visible()
+            assert page.evaluate("window.cqNoReload") is True
+            screenshot(page, "demo-run-stopped")
+            task_url = page.locator("#task").get_attribute("href")  # /cq/tasks/<id>/
+            before = render_starts(page, base, task_url)
+            assert len(before) == 12 and all(before.values())
+
+            page.goto(f"{base}/admin/invoices/customer/")
+            page.get_by_role("link", name="Initech", exact=True).click()
+            page.fill("#id_billing_address", "4120 Freidrich Lane\nAustin, TX")
+            page.click("input[name=_save]")
+            expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+            page.goto(run_url)
+            page.evaluate("window.cqNoReload = true")
+            page.get_by_role("button", name="Retry failed").click()
+            expect(page.locator("#status")).to_have_text("Success", timeout=60_000)
+            expect(page.locator("#progress")).to_have_attribute("value", "100", timeout=10_000)
+            expect(page.locator("#invoices tr.rendered")).to_have_count(12)
+            expect(page.locator("#failed")).to_have_text("")
+            expect(page.get_by_role("button", name="Retry failed")).to_be_hidden()
             expect(page.locator("#reminder")).to_contain_text("Payment reminders go out in")
             assert page.evaluate("window.cqNoReload") is True
             screenshot(page, "demo-run-done")
+            after = render_starts(page, base, task_url)
+            again = [pk for pk in after if after[pk] != before[pk]]
+            assert set(after) == set(before) and len(again) == 1  # the same 12 rows; only Initech's ran again
             with page.expect_download() as download:
                 page.click("#download")
             archive = zipfile.ZipFile(download.value.path())
-            rendered = page.locator("#invoices tr.rendered").count()
-            assert len(archive.namelist()) == rendered == 11
+            assert len(archive.namelist()) == 12
             assert "Invoice INV-" in archive.read(archive.namelist()[0]).decode()
+            initech = next(name for name in archive.namelist() if "Initech" in archive.read(name).decode())
+            assert "Freidrich Lane" in archive.read(initech).decode()
             # README's pictures are these two (docs/demo.png, docs/dashboard.png): copy them from tests/artifacts.
             page.goto(base + page.locator("#task").get_attribute("href"))  # the run's task, on the dashboard
             expect(page.locator("h1")).to_have_text("invoices.tasks.generate_invoices")
@@ -77,3 +109,9 @@ def test_a_person_generates_invoices_and_watches_them_in_the_browser(tmp_path, m
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
     assert "Stopping the demo" in log.read_text()
+
+
+def render_starts(page, base: str, task_url: str) -> dict[str, str]:
+    """When each render_invoice task of the run last started, by task id, from cq's JSON API."""
+    tree = page.request.get(base + task_url.replace("/cq/tasks/", "/cq/api/tasks/")).json()["tree"]
+    return {task["id"]: task["started"] for task in tree if task["func_name"].endswith(".render_invoice")}

@@ -579,5 +579,57 @@ def timed_report(cqt, seconds=0):
     return [began, time.time()]
 
 
+
+# -- Retry from the failed step (tests/unit/test_retrying.py) --------------------------------
+# mendable fails while a Record "broken:<key>" exists (the bug the operator then fixes), and
+# leaves a Record "ran:<key>" at every run, so a test counts what ran again.
+
+
+@task(atomic=False)
+def mendable(cqt, key, value=None, params=None):
+    Record.objects.create(key=f"ran:{key}")
+    if Record.objects.filter(key=f"broken:{key}").exists():
+        raise RuntimeError(f"{key} is broken")
+    if params is not None:  # a step of a pipeline
+        return {key: value if value is not None else True}
+    return key if value is None else value
+
+
+@task
+def step_returns(cqt, value, params):
+    """A pipeline's step returning ``value``, a dict of params or not."""
+    return value
+
+
+@task
+def total(cqt, results, as_params=False):
+    """A chord's callback: fails on a None slot (a member that failed, with allow_failures)."""
+    return {"total": sum(results)} if as_params else sum(results)
+
+
+@task
+def mendable_tree(cqt, key):
+    """Subtasks a -> chained c, and b."""
+    cqt.subtask(mendable, (f"{key}:a",)).chain(mendable, (f"{key}:c",))
+    cqt.subtask(mendable, (f"{key}:b",))
+    return key
+
+
+@task
+def mendable_chord_step(cqt, key, params):
+    """A pipeline's step returning a chord, as the demo's render does."""
+    from cq.canvas import chord
+
+    return chord([mendable.s(f"{key}:{n}", n) for n in (1, 2, 3)])(total.s(as_params=True))
+
+
+@task
+def mendable_job(cqt, key):
+    """The demo's shape: a top-level task returning a pipeline whose second stage returns a chord."""
+    from cq.canvas import stages
+
+    return stages([(mendable.s(f"{key}:first"), 3), (mendable_chord_step.s(key), 2),
+                   (mendable.s(f"{key}:last"), 1)], params={"job": key}).delay()
+
 if os.environ.get("CQ_TEST_DEPLOYED"):  # a worker of the newer deploy: tests/integration/test_deploys.py
     from . import deployed  # noqa: F401

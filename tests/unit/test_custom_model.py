@@ -46,6 +46,23 @@ def test_subtasks_chains_and_reruns_keep_to_the_projects_model(owned, drain):
     assert (again.owner, type(again)) == (ann, owned)
 
 
+def test_retry_from_the_failed_step_keeps_to_the_projects_model(owned, drain):
+    from tests.testapp.models import Record
+
+    Record.objects.create(key="broken:own:b")
+    top = tasks.mendable_tree.using(fields={"organisation": "acme"}).delay("own")
+    drain()
+    failed = owned.objects.get(args=["own:b"])
+    assert (top.wait().status, failed.status) == (owned.STATUS_INCOMPLETE, owned.STATUS_FAILURE)
+    Record.objects.filter(key="broken:own:b").delete()
+    top.retry_failed()
+    assert isinstance(top, owned) and top.status == owned.STATUS_WAITING
+    drain()
+    failed.refresh_from_db()
+    assert top.wait().status == owned.STATUS_SUCCESS
+    assert (failed.retries, failed.history[0]["status"]) == (1, owned.STATUS_FAILURE)
+
+
 def test_the_admin_lists_and_links_the_projects_tasks(owned, client, drain):
     from django.urls import reverse
 

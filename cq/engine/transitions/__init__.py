@@ -8,6 +8,8 @@ Only the functions of this package write ``status``::
     RUNNING ──lose──▶ LOST, or RETRY (its process died, or its transaction did not commit)
     WAITING ──settle──▶ SUCCESS, INCOMPLETE (FAILURE for a pipeline)
     anything unfinished ──revoke──▶ REVOKED    FAILURE, LOST ──retry_now──▶ QUEUED
+    retry from the failed step: a failed row ──requeue──▶ QUEUED (or PENDING after its link),
+                                its failed parents ──reopen──▶ WAITING
 
 - ``claims``: QUEUED (or a due RETRY) → RUNNING, then admitted under the task's limits.
 - ``queueing``: → QUEUED: launch, submit, retry now, due retries; and back from RUNNING for
@@ -16,6 +18,9 @@ Only the functions of this package write ``status``::
 - ``settling``: a waiting parent's end (WAITING → SUCCESS, INCOMPLETE or FAILURE), and what
   follows every final status.
 - ``revoking``: anything unfinished → REVOKED.
+- ``reopening``: retry from the failed step (``cq.workflows.retrying`` decides which rows):
+  failed rows → QUEUED or PENDING, their failed parents → WAITING, each failed attempt kept in
+  the row's ``history``.
 
 **Fencing.** Each claim adds one to the row's ``attempt``. Every later write of that run
 (its outcome, its progress and fields in ``cq.engine.metadata``) is conditional on

@@ -19,6 +19,8 @@
     if (state.archive_url && !document.getElementById("download")) {
       document.getElementById("archive").innerHTML = `<a id="download" href="${state.archive_url}">Download the archive</a>`;
     }
+    document.getElementById("retry-failed").hidden = !state.retry_url;
+    retryUrl = state.retry_url;
     const logs = document.getElementById("logs");
     logs.textContent = state.logs.join("\n");
     logs.scrollTop = logs.scrollHeight;
@@ -56,6 +58,15 @@
     socket.onmessage = refresh;
     socket.onclose = () => setTimeout(listen, 2000);
   }
+
+  // Retry failed: cq's JSON API runs again only what failed in the run's task tree.
+  let retryUrl = null;
+  document.getElementById("retry").addEventListener("click", async () => {
+    const token = document.querySelector("[name=csrfmiddlewaretoken]").value;
+    const answer = await fetch(retryUrl, {method: "POST", headers: {"X-CSRFToken": token}, body: "{}"});
+    if (!answer.ok) alert((await answer.json()).error.message);
+    refresh();
+  });
 
   show(JSON.parse(document.getElementById("state").textContent));
   listen();
