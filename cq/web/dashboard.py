@@ -20,8 +20,8 @@ from .. import registry
 from ..conf import settings
 from ..engine import queues as queues_of_cq
 from ..models import DONE, REVOCABLE, TaskStatus, Worker, find_task, get_task_model
-from .access import may_control_queues
 from . import listing
+from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
 
 PAGE = 100
@@ -46,7 +46,8 @@ def task_list(request: HttpRequest) -> HttpResponse:
     kept.pop("cursor", None)
     return _page(request, "cq/task_list.html", {
         "rows": found, "count": count, "next_page": next_page, "list_query": kept.urlencode(),
-        "paged": bool(query.get("cursor")), "kept": [(name, one) for name, values in kept.lists() for one in values if name != "ids"],
+        "paged": bool(query.get("cursor")),
+        "kept": [(name, one) for name, values in kept.lists() for one in values if name != "ids"],
         "statuses": TaskStatus.choices, "functions": registry.names(),
         "finished_statuses": [(code, label) for code, label in TaskStatus.choices if code in DONE],
         "windows": WINDOWS, "has_owner": any(field.name == "owner" for field in Task._meta.fields),

@@ -23,11 +23,10 @@ The count is exact up to :data:`COUNTED` tasks; past that, it is PostgreSQL's pl
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
-import json
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections
@@ -74,7 +73,7 @@ def cursor_of(task: Any) -> str:
     return f"{micros}.{uuid.UUID(str(task.pk)).hex}"
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def read_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
