@@ -36,8 +36,9 @@ def task_list(request: HttpRequest) -> HttpResponse:
     found, count, next_page, problem = [], None, None, None
     try:
         matching, statuses = filter_tasks(Task._default_manager.all(), query), listing.statuses_of(query)
-        shown = listing.page(matching, statuses, PAGE, query.get("cursor"))
-        found, next_page, count = listing.rows(shown.tasks), shown.next, listing.count(matching, statuses)
+        shown = listing.page(matching, statuses, PAGE, query.get("cursor"), columns=listing.SHOWN)
+        found = listing.rows(shown.tasks, reverse("cq:task", args=[listing.ZERO]))
+        next_page, count = shown.next, listing.count(matching, statuses)
     except Refused as refusal:
         problem = refusal.message
     except listing.BadCursor as error:
