@@ -210,8 +210,9 @@ def _when(moment: datetime | None) -> str:
 
 
 def _reported(task: Any) -> Any:
-    """The task's progress, when it reported some (a bar is shown for it only then)."""
-    return task.progress if task.progress else None
+    """The task's progress, when it reported some (a bar is shown for it only then), as a plain
+    dict: a template would call a :class:`cq.fields.Progress`, which records progress."""
+    return dict(task.progress) or None
 
 
 def statuses_of(query: Any) -> set[str] | None:
