@@ -48,7 +48,6 @@ def task_list(request: HttpRequest) -> HttpResponse:
     return _page(request, "cq/task_list.html", {
         "rows": found, "count": count, "next_page": next_page, "list_query": kept.urlencode(),
         "paged": bool(query.get("cursor")),
-        "kept": [(name, one) for name, values in kept.lists() for one in values if name != "ids"],
         "statuses": TaskStatus.choices, "functions": registry.names(),
         "finished_statuses": [(code, label) for code, label in TaskStatus.choices if code in DONE],
         "windows": WINDOWS, "has_owner": any(field.name == "owner" for field in Task._meta.fields),

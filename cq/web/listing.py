@@ -167,9 +167,11 @@ def timings(task: Any, now: datetime) -> tuple[float | None, float | None]:
 
 
 def short(seconds: float | None) -> str:
-    """``seconds`` for a person: 0.042 s, 12.3 s, 4 min 05 s, 2 h 03 min, 3 d 4 h."""
+    """``seconds`` for a person: 42 ms, 3.5 s, 12.3 s, 4 min 05 s, 2 h 03 min, 3 d 4 h."""
     if seconds is None:
         return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
     if seconds < 10:
         return f"{seconds:.3g} s"
     if seconds < 60:

@@ -106,9 +106,9 @@ def test_wait_and_duration_columns(staff):
     html = staff.get("/cq/").content.decode()
     row = re.search(rf'<tr data-task="{done.pk}">.*?</tr>', html, re.S).group(0)
     assert '<td class="wait" data-seconds="2.0">2 s</td>' in row
-    assert '<td class="duration" data-seconds="0.5">0.5 s</td>' in row
-    assert [listing.short(s) for s in (0.042, 12.34, 245, 7380, 273600)] == [
-        "0.042 s", "12.3 s", "4 min 05 s", "2 h 03 min", "3 d 4 h"]
+    assert '<td class="duration" data-seconds="0.5">500 ms</td>' in row
+    assert [listing.short(s) for s in (0.042, 3.5, 12.34, 245, 7380, 273600)] == [
+        "42 ms", "3.5 s", "12.3 s", "4 min 05 s", "2 h 03 min", "3 d 4 h"]
 
 
 def test_a_progress_bar_only_for_tasks_that_reported_progress(staff):
