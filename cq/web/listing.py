@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -71,7 +72,8 @@ class Count:
 
 def cursor_of(task: Any) -> str:
     """The cursor after ``task``: its creation in microseconds since the epoch, and its id."""
-    micros = (task.created - EPOCH) // timedelta(microseconds=1)
+    created = task.created if timezone.is_aware(task.created) else task.created.replace(tzinfo=UTC)
+    micros = (created - EPOCH) // timedelta(microseconds=1)
     return f"{micros}.{uuid.UUID(str(task.pk)).hex}"
 
 
@@ -88,7 +90,9 @@ def read_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         if not micros.lstrip("-").isdigit() or len(pk) != 32:
             raise ValueError
-        return EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=pk)
+        created = EPOCH + timedelta(microseconds=int(micros))
+        # Without USE_TZ, the column holds naive times, read back as they were written.
+        return (created if django_settings.USE_TZ else created.replace(tzinfo=None)), uuid.UUID(hex=pk)
     except (ValueError, OverflowError):
         raise BadCursor(f"cursor {cursor[:80]!r} is not one the list gave: start again from the first page "
                         f"(no cursor).") from None

@@ -179,3 +179,12 @@ def test_the_dashboard_pages_by_cursor(staff, monkeypatch):
     second = staff.get(f"/cq/?{older}").content.decode()
     assert [str(t.pk) in second for t in made] == [True, True, False, False, False]
     assert 'id="next-page"' not in second and 'id="first-page"' in second
+
+
+def test_a_cursor_reads_back_the_row_it_names_with_or_without_time_zones(settings):
+    task = tasks.noop.delay()
+    created, pk = listing.read_cursor(listing.cursor_of(task))
+    assert (created, pk) == (task.created, task.pk)
+    settings.USE_TZ = False
+    naive = Task(pk=task.pk, created=task.created.replace(tzinfo=None))
+    assert listing.read_cursor(listing.cursor_of(naive)) == (naive.created, task.pk)
