@@ -12,7 +12,8 @@ time, ``.delay()`` inside a transaction, ``delay_many``, Django's ``Task.enqueue
 latency, the drain of a 20,000-task backlog, end-to-end throughput with one producer (with the
 CPU time of every process it passes through, read from /proc: the producer, the worker
 processes, their supervisor, PostgreSQL and Redis), latency under that load, a fan-out of 1,000
-subtasks, a chord of 1,000, a chain of 200.
+subtasks, a chord of 1,000, a chain of 200. Then the task list's pages on a table of 10,000,000 tasks in a
+database of its own (bench/listing.py; ``BENCH_LIST_ROWS`` sets the size).
 
 With ``BENCH_BASELINE=<commit>`` (the Makefile sets the commit issue 16 started from) the
 one-producer run is repeated on that commit's ``cq`` package, in the same sitting, so that the
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 #: Where the ``cq`` package under test comes from: this checkout, or a baseline commit's (see main).
 CQ_FROM = Path(os.environ.get("BENCH_CQ_FROM", ROOT))
 sys.path.insert(0, str(CQ_FROM))
+from bench import listing  # noqa: E402
 from bench.cpu import Meter  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
@@ -369,11 +371,13 @@ def main() -> int:
                 say(f"baseline, {name}: the one-producer run on commit {commit}'s cq")
                 found[f"baseline-{name}"] = run_config(settings_module, "--only-producer", cq_from=tree,
                                                        BENCH_TASKS=os.environ.get("BENCH_BASELINE_TASKS", "1000"))
+    listed = listing.run()  # the task list on a big table (bench/listing.py)
     report(found)
+    listing.report(listed)
     OUT.mkdir(exist_ok=True)
     # bench-peers reads the tuned figures at the top level.
-    (OUT / "cq.json").write_text(json.dumps({"size": SIZE, "drain": DRAIN, **found["tuned"], "configs": found},
-                                            indent=2))
+    (OUT / "cq.json").write_text(json.dumps({"size": SIZE, "drain": DRAIN, **found["tuned"], "configs": found,
+                                             "task_list": listed}, indent=2))
     say(f"\nWritten to {(OUT / 'cq.json').relative_to(ROOT)}. One run: repeat it to see the spread "
         f"(ratios hold; absolute figures drift with this machine's load).")
     return 0

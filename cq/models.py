@@ -180,6 +180,14 @@ class AbstractTask(models.Model):
             # The dashboard's throughput chart counts the tasks finished in the last hour. A row
             # enters this index once, when it finishes.
             models.Index(fields=["finished"], name=N + "fin", condition=models.Q(finished__isnull=False)),
+            # The task list (cq.web.listing) pages finished tasks newest first, by (created, id):
+            # top-level ones, all of them, and those of one function. A row enters these once,
+            # when it finishes; the unfinished ones are few and found through "func".
+            models.Index(fields=["created", "id"], name=N + "ltop",
+                         condition=models.Q(status__in=sorted(DONE), top__isnull=True)),
+            models.Index(fields=["created", "id"], name=N + "lall", condition=models.Q(status__in=sorted(DONE))),
+            models.Index(fields=["func_name", "created", "id"], name=N + "lfn",
+                         condition=models.Q(status__in=sorted(DONE))),
         ]
         constraints = [
             # unique_key: the database refuses a second active task with the same key. Rows without

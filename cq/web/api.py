@@ -33,6 +33,7 @@ from ..engine.transitions import queueing
 from ..exceptions import CQError, InvalidTask, TaskNotRegistered
 from ..models import TaskStatus, find_task, get_task_model, parse_task_id
 from ..workflows import retrying
+from . import listing
 from .access import can_see
 
 PAGE = 50
@@ -100,12 +101,20 @@ def _time(moment: datetime | None) -> str | None:
 
 @endpoint("GET", "POST")
 def tasks(request: HttpRequest) -> dict[str, Any]:
-    """GET: tasks, newest first, filtered as :func:`filter_tasks` reads the query. POST: create one."""
+    """GET: a page of tasks, newest first, filtered as :func:`filter_tasks` reads the query, after
+    ``cursor`` (the ``next`` of the page before), with the ``next`` cursor and the ``count`` of
+    all that match (``cq.web.listing``). POST: create one."""
     if request.method == "POST":
         return {"task": as_json(_create(request))}
     found = filter_tasks(_visible(request, get_task_model()._default_manager.all()), request.GET)
-    page = list(found.order_by("-created")[:PAGE])
-    return {"tasks": [as_json(task) for task in page]}
+    statuses = listing.statuses_of(request.GET)
+    try:
+        page = listing.page(found, statuses, PAGE, request.GET.get("cursor"))
+    except listing.BadCursor as error:
+        raise Refused(400, "invalid_cursor", str(error)) from None
+    return {"tasks": [{**as_json(row["task"]), "wait": row["wait"], "duration": row["duration"]}
+                      for row in listing.rows(page.tasks)],
+            "next": page.next, "count": listing.count(found, statuses).as_json()}
 
 
 #: The dashboard's time windows: ``window=1h`` lists the tasks created in the last hour.
@@ -117,10 +126,18 @@ def filter_tasks(found: QuerySet, query: Mapping[str, str]) -> QuerySet:
     """The tasks of ``found`` that a list's query asks for: ``status`` (codes, comma-separated),
     ``func_name``, ``window`` (one of :data:`WINDOWS`), ``since`` and ``until`` (ISO date and time,
     of creation; without an offset, in the current time zone), ``owner`` (a user's id or user
-    name, on a task model with an owner) and ``q`` (a task id). Bad values are refused."""
+    name, on a task model with an owner), ``q`` (a task id), ``ids`` (task ids, comma-separated or
+    repeated, at most :data:`MAX_IDS`) and ``all`` (``1``: subtasks too; top-level tasks only
+    otherwise, unless ``q`` or ``ids`` name the tasks). Bad values are refused."""
     for name, value in query.items():
         if "\x00" in value:
             raise Refused(400, "invalid", f"{name} holds a NUL character, which no task has.")
+    if query.get("all", "") not in ("", "0", "1"):
+        raise Refused(400, "invalid", f"all is 1 (subtasks too) or 0, not {validation.excerpt(query['all'], 20)}.")
+    if "ids" in query:
+        found = found.filter(pk__in=_ids(query))
+    elif query.get("all") != "1" and not query.get("q"):
+        found = found.filter(top__isnull=True)
     if query.get("status"):
         found = found.filter(status__in=query["status"].split(","))
     if query.get("func_name"):
@@ -137,6 +154,23 @@ def filter_tasks(found: QuerySet, query: Mapping[str, str]) -> QuerySet:
     if query.get("q"):
         found = found.filter(pk=parse_task_id(query["q"]))
     return found
+
+
+#: How many tasks ``ids`` may name: more than a page of the list selects.
+MAX_IDS = 1000
+
+
+def _ids(query: Mapping[str, str]) -> list[Any]:
+    values = query.getlist("ids") if hasattr(query, "getlist") else [query["ids"]]
+    given = [value.strip() for chunk in values for value in chunk.split(",") if value.strip()]
+    if not given:
+        raise Refused(400, "invalid", "ids names no task: select some first.")
+    if len(given) > MAX_IDS:
+        raise Refused(400, "invalid", f"ids names {len(given)} tasks; at most {MAX_IDS} at a time.")
+    ids = [parse_task_id(value) for value in given]
+    if None in ids:
+        raise Refused(400, "invalid", f"ids holds {validation.excerpt(given[ids.index(None)], 60)}, not a task id.")
+    return ids
 
 
 def _moment(name: str, value: Any) -> datetime:

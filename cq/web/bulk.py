@@ -2,7 +2,8 @@
 through the JSON API (``cq/api/bulk/<action>/``) and the dashboard (``cq/bulk/<action>/``).
 
 The selection is the task list's (``cq.web.api.filter_tasks`` reading the same query, among the
-tasks ``cq.web.api._visible`` lets the user list). Counting comes first: a GET answers how many
+tasks ``cq.web.api._visible`` lets the user list): what its filters match, or the rows checked
+on a page of it (``ids``), under the same rules. Counting comes first: a GET answers how many
 tasks match and how many of them the action applies to, and acting takes that ``expected``
 count back; if the tasks matching now are not as many, nothing is done (409), so an operator
 never acts on more than they saw. Then the matching tasks are read in primary-key order,
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: How many tasks one transaction acts on.
 BATCH_SIZE = 500
 #: The list's query parameters, which select the tasks (``cq.web.api.filter_tasks``).
-FILTERS = ("status", "func_name", "window", "since", "until", "owner", "q")
+FILTERS = ("status", "func_name", "window", "since", "until", "owner", "q", "all", "ids")
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,12 @@ def apply(action: Action, found: QuerySet, user: Any, expected: int, terminate: 
 
 
 def _filters(request: HttpRequest) -> dict[str, str]:
-    """The list's filters that ``request`` gives."""
-    return {name: request.GET[name] for name in FILTERS if request.GET.get(name)}
+    """The list's filters that ``request`` gives (the selected tasks' ids joined)."""
+    found = {name: request.GET[name] for name in FILTERS if request.GET.get(name)}
+    ids = [one for value in request.GET.getlist("ids") for one in value.split(",") if one.strip()]
+    if ids:
+        found["ids"] = ",".join(ids)
+    return found
 
 
 def _action(name: str) -> Action:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from .. import registry
 from ..engine import actions
 from ..models import DONE, TaskStatus, Worker, find_task, get_task_model
-from . import fleet
+from . import fleet, listing
 from .access import may_control_queues
 from .api import WINDOWS, Refused, filter_tasks
 from .timeline import timeline
@@ -29,22 +29,33 @@ PAGE = 100
 
 @staff_member_required
 def task_list(request: HttpRequest) -> HttpResponse:
-    """Tasks, newest first, filtered as the JSON API's list is (``cq.web.api.filter_tasks``), with
-    the throughput chart of the last hour."""
+    """A page of tasks, newest first, filtered as the JSON API's list is (``cq.web.api.filter_tasks``)
+    and paged as it is (``cq.web.listing``), with the throughput chart of the last hour."""
     Task = get_task_model()
     query = request.GET
+    found, count, next_page, problem = [], None, None, None
     try:
-        found, problem = filter_tasks(Task._default_manager.order_by("-created"), query), None
+        matching, statuses = filter_tasks(Task._default_manager.all(), query), listing.statuses_of(query)
+        shown = listing.page(matching, statuses, PAGE, query.get("cursor"), columns=listing.SHOWN)
+        found = listing.rows(shown.tasks, reverse("cq:task", args=[listing.ZERO]))
+        next_page, count = shown.next, listing.count(matching, statuses)
     except Refused as refusal:
-        found, problem = Task._default_manager.none(), refusal.message
+        problem = refusal.message
+    except listing.BadCursor as error:
+        problem = str(error)
+    kept = query.copy()
+    kept.pop("cursor", None)
     return _page(request, "cq/task_list.html", {
-        "tasks": found[:PAGE], "statuses": TaskStatus.choices, "functions": registry.names(),
+        "rows": found, "count": count, "next_page": next_page, "list_query": kept.urlencode(),
+        "paged": bool(query.get("cursor")),
+        "statuses": TaskStatus.choices, "functions": registry.names(),
         "finished_statuses": [(code, label) for code, label in TaskStatus.choices if code in DONE],
         "windows": WINDOWS, "has_owner": any(field.name == "owner" for field in Task._meta.fields),
         "query": {name: query.get(name, "") for name in ("status", "func_name", "window", "since", "until",
-                                                           "owner", "q")},
-        "filtered": any(query.values()), "problem": problem, "throughput": throughput(),
-        "bulk_query": query.urlencode(),  # the bulk actions (cq.web.bulk) act on what this list selects
+                                                           "owner", "q", "all")},
+        "filtered": any(value for name, value in query.items() if name != "all"), "problem": problem,
+        "throughput": throughput(),
+        "bulk_query": kept.urlencode(),  # the bulk actions (cq.web.bulk) act on what this list selects
     }, status=400 if problem else 200)
 
 

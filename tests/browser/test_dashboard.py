@@ -132,3 +132,39 @@ def test_pausing_and_capping_a_queue_from_the_queues_page(site, page):
     expect(row.locator(".state")).to_have_text("running", timeout=WAIT)
     assert (Queue.objects.get(name="reports").paused, Queue.objects.get(name="reports").concurrency) == (False, 3)
     assert Task.objects.get(pk=held.pk).status == Task.STATUS_QUEUED
+
+
+def test_checked_failed_rows_of_a_filtered_list_are_retried_in_bulk_until_they_succeed(site, page):
+    failed = [tasks.fails_first_time.delay(f"checked{i}") for i in range(3)]
+    fine = tasks.add.delay(1, 1)
+    page.goto(f"{site.url}/cq/?status=F")
+    for task in failed:  # the list is filtered: it does not follow new tasks, so read it again until all failed
+        row = page.locator(f'tr[data-task="{task.pk}"]')
+        for _ in range(WAIT // 250):
+            if row.count():
+                break
+            page.wait_for_timeout(250)
+            page.reload()
+        expect(row.locator(".status")).to_have_text("Failure", timeout=WAIT)
+    expect(page.locator(f'tr[data-task="{fine.pk}"]')).to_have_count(0)
+    retry = page.locator("#retry-selected")
+    expect(retry).to_be_disabled()  # nothing checked yet
+    for task in failed[:2]:
+        page.locator(f'tr[data-task="{task.pk}"] input[name=ids]').check()
+    expect(retry).to_be_enabled()
+    screenshot(page, "task-list-selected")
+    retry.click()
+    expect(page.locator("#bulk-count")).to_have_attribute("data-applies", "2", timeout=WAIT)
+    page.get_by_role("button", name="Retry 2 tasks").click()
+    expect(page.locator("#bulk-done")).to_have_attribute("data-acted", "2", timeout=WAIT)
+    page.get_by_role("link", name="Back to the list").click()
+    for task in failed[:2]:  # the list of the selected rows, read again until the worker has run them
+        status = page.locator(f'tr[data-task="{task.pk}"] .status')
+        for _ in range(WAIT // 250):
+            if status.text_content() == "Success":
+                break
+            page.wait_for_timeout(250)
+            page.reload()
+        expect(status).to_have_text("Success", timeout=WAIT)
+    assert [Task.objects.get(pk=t.pk).status for t in failed] == ["S", "S", "F"]
+    screenshot(page, "task-list-retried")

@@ -227,3 +227,29 @@ def test_the_kept_cursor_follows_its_connection_across_a_reconnect(worker):
     worker.run_once(0)
     assert [first.wait().status, second.wait().status] == [Task.STATUS_SUCCESS] * 2
     assert statements._kept[connection.connection][0] is not kept[0]
+
+
+@pytest.mark.parametrize("query", [{}, {"all": "1"}, {"func_name": "tests.testapp.tasks.noop"}, {"status": "F"},
+                                   {"status": "Q"}, {"status": "F,Q"}, {"window": "1h"},
+                                   {"func_name": "tests.testapp.tasks.noop", "all": "1", "status": "S"}, "cursor"])
+def test_the_task_lists_pages_and_counts_read_through_an_index(drain, client, query):
+    """The dashboard's list and the API's (cq.web.listing): each filter they offer reads its page
+    and its count through an index, never the whole table (finished tasks through the indexes a
+    row enters when it finishes, unfinished ones through the unfinished statuses' index)."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create(username="staff", is_staff=True))
+    tasks.spawns_subtask_returns_own.delay()
+    tasks.failing.delay()
+    drain()
+    tasks.noop.delay()
+    if query == "cursor":
+        from cq.web.listing import cursor_of
+
+        query = {"cursor": cursor_of(Task.objects.latest("created"))}
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get("/cq/api/tasks/", query).status_code == 200
+        assert client.get("/cq/", query).status_code == 200
+    assert sum("cq_task" in q["sql"] for q in captured.captured_queries) >= 4
+    scans = full_scans(captured)
+    assert scans == [], "\n\n".join(scans)

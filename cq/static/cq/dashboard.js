@@ -5,13 +5,12 @@
   const statuses = JSON.parse(document.getElementById("cq-statuses").textContent);
   const labels = statuses.labels;
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
-  const PAGE = 100;
 
   // An event from the socket; or, with live false, a task's state read from the API (not counted in the chart).
-  // A page's own script (chart.js, timeline.js) hears each one as a "cq:event" on the document.
   function show(event, live = true) {
+    // A page's own script (list.js, chart.js, timeline.js) sees each event first: it may add the
+    // row or bar it updates.
     document.dispatchEvent(new CustomEvent("cq:event", {detail: {event, live}}));
-    if (event.event === "status") addRow(event);
     document.querySelectorAll(`[data-task="${event.task}"] .status, [data-status="${event.task}"]`)
       .forEach((cell) => {
         cell.textContent = labels[event.status] || event.status;
@@ -27,29 +26,6 @@
       const logs = document.getElementById("logs");
       if (logs) event.records.forEach((r) => { logs.textContent += `${r.timestamp} ${r.level} ${r.message}\n`; });
     }
-  }
-
-  // On the unfiltered task list, a task seen for the first time gets a row at the top.
-  function addRow(event) {
-    const table = document.querySelector("table[data-live-rows]");
-    if (!table || table.querySelector(`tr[data-task="${event.task}"]`)) return;
-    const body = table.tBodies[0];
-    body.querySelectorAll("tr.empty").forEach((row) => row.remove());
-    const row = body.insertRow(0);
-    row.dataset.task = event.task;
-    const link = document.createElement("a");
-    link.href = table.dataset.taskUrl.replace("00000000-0000-0000-0000-000000000000", event.task);
-    link.textContent = event.task;
-    row.insertCell().append(link);
-    row.insertCell().textContent = event.func_name;
-    row.insertCell().className = "status";
-    const bar = document.createElement("progress");
-    bar.max = 100;
-    bar.value = 0;
-    row.insertCell().append(bar);
-    row.insertCell();
-    row.insertCell();
-    while (body.rows.length > PAGE) body.deleteRow(-1);
   }
 
   // What changed before the socket opened (or while it was closed) came as no event: read it from the API.
