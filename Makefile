@@ -8,7 +8,7 @@ PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || 
 VENV6 ?= .venv-django6
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-peers browser docs faketime install lint test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
+.PHONY: bench bench-peers browser docs faketime install lint screenshots test test-sqlite test-postgres test-django6 test-soak demo demo-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,18 @@ test-soak: install
 # by a page or a docstring that did not change since the last build.
 docs: install
 	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
+# The screenshots under docs/ (the README shows them), taken by the browser tests that drive the demo and
+# the dashboard in headless Chromium: each pair is the test's screenshot and the file it becomes.
+SHOTS := demo-run-stopped:demo.png demo-task-page:dashboard.png task-list-chart:task-list.png \
+         queues-charts:queues.png workers-elapsed:workers.png
+screenshots: install browser
+	rm -rf .screenshots
+	CQ_TEST_ARTIFACTS=.screenshots CQ_TEST_DATABASE=sqlite $(PY) -m pytest -q -p no:randomly \
+	  tests/browser/test_demo.py tests/browser/test_timeline.py tests/browser/test_fleet.py $(PYTEST_ARGS)
+	for pair in $(SHOTS); do cp .screenshots/$${pair%%:*}.png docs/$${pair##*:}; done
+	rm -rf .screenshots
+	@echo "docs/: $(foreach pair,$(SHOTS),$(lastword $(subst :, ,$(pair))))"
 
 # The demo site (daphne and two worker processes) until Ctrl-C; DEMO_PORT, DATABASE_URL, REDIS_URL.
 demo: install

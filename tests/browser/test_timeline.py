@@ -124,14 +124,16 @@ def test_the_demos_timeline_appears_and_grows_during_its_job(tmp_path, monkeypat
         # The later stages appear as they are queued (merge and notify come after the renderings).
         eventually(lambda: int(timeline.get_attribute("data-rows")) > seen, 60, "new bars for the later stages")
         screenshot(page, "demo-timeline-mid-job")
-        expect(top).to_have_class(re.compile(r"\bstatus-S\b"), timeout=90_000)
+        # The run stops at Initech's invoice, which has no address (the demo's story: it is then
+        # retried from that step, tests/browser/test_demo.py).
+        expect(top).to_have_class(re.compile(r"\bstatus-I\b"), timeout=90_000)
         api = base + page.evaluate("location.pathname").replace("/cq/tasks/", "/cq/api/tasks/")
         tree = page.request.get(api).json()["tree"]
         expect(timeline).to_have_attribute("data-rows", str(1 + len(tree)), timeout=WAIT)  # the whole tree
-        expect(timeline.locator("a.bar.status-F")).to_have_count(1)  # Initech's invoice
-        # The critical path runs from the top to the last stage's step, the tree's last row.
+        failed = timeline.locator("a.bar.status-F text").all_text_contents()
+        assert failed.count("tasks.render_invoice") == 1, failed  # Initech's invoice (and the chord it failed)
+        # The critical path runs from the top down to the stage that stopped the run.
         expect(top).to_have_class(re.compile(r"\bcritical\b"))
-        expect(timeline.locator("a.bar").last).to_have_class(re.compile(r"\bcritical\b"), timeout=WAIT)
-        assert timeline.locator("a.bar").last.locator("text").text_content() == "tasks.notify"
+        assert timeline.locator("a.bar.critical").count() >= 3
         assert page.evaluate("window.cqNoReload") is True
         screenshot(page, "demo-timeline-done")
