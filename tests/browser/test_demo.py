@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-from django.conf import settings
-
-from tests.helpers import ROOT
 
 
 def test_a_person_generates_invoices_then_mends_the_failed_one_with_retry_failed(tmp_path, monkeypatch):
@@ -17,28 +10,14 @@ def test_a_person_generates_invoices_then_mends_the_failed_one_with_retry_failed
     Initech's invoice (no billing address) without reloading, give Initech an address in the admin,
     click Retry failed: only Initech's invoice is rendered again (the 11 others' render tasks keep
     their start), the run ends Success and the archive holds all 12 invoices."""
-    import signal
     import zipfile
 
     from playwright.sync_api import expect
 
-    from tests.browser.common import chromium, screenshot
-    from tests.helpers import eventually, free_port
+    from tests.browser.common import chromium, demo_site, screenshot
 
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": settings.REDIS_URL, "DEMO_PORT": str(port),
-           "DEMO_SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DEMO_MEDIA_ROOT": str(tmp_path / "media"),
-           "DEMO_RENDER_PACE": "0.3", "DEMO_REMINDER_AFTER": "30"}
-    for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
-        env.pop(name, None)
     log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        demo = subprocess.Popen([sys.executable, "demo/run.py"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        eventually(lambda: "cq demo: open" in log.read_text() or demo.poll() is not None, 60, "the demo to start")
-        assert demo.poll() is None, log.read_text()
-        base = f"http://127.0.0.1:{port}"
+    with demo_site(tmp_path) as base:
         assert f"open {base}/ and log in (admin / cq-demo)" in log.read_text()
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with chromium() as browser:
@@ -95,19 +74,12 @@ def test_a_person_generates_invoices_then_mends_the_failed_one_with_retry_failed
             assert "Invoice INV-" in archive.read(archive.namelist()[0]).decode()
             initech = next(name for name in archive.namelist() if "Initech" in archive.read(name).decode())
             assert "Freidrich Lane" in archive.read(initech).decode()
-            # README's pictures are these two (docs/demo.png, docs/dashboard.png): copy them from tests/artifacts.
+            # The run on the dashboard: `make screenshots` makes docs/dashboard.png of it.
             page.goto(base + page.locator("#task").get_attribute("href"))  # the run's task, on the dashboard
             expect(page.locator("h1")).to_have_text("invoices.tasks.generate_invoices")
             screenshot(page, "demo-task-page")
             page.goto(f"{base}/cq/")
             screenshot(page, "demo-dashboard")
-    finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
     assert "Stopping the demo" in log.read_text()
 
 
