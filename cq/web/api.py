@@ -106,7 +106,7 @@ def tasks(request: HttpRequest) -> dict[str, Any]:
     all that match (``cq.web.listing``). POST: create one."""
     if request.method == "POST":
         return {"task": as_json(_create(request))}
-    found = filter_tasks(_visible(request, get_task_model()._default_manager.all()), request.GET)
+    found = filter_tasks(visible_to(request, get_task_model()._default_manager.all()), request.GET)
     statuses = listing.statuses_of(request.GET)
     try:
         page = listing.page(found, statuses, PAGE, request.GET.get("cursor"))
@@ -216,7 +216,7 @@ def task(request: HttpRequest, task_id: str) -> dict[str, Any]:
 @endpoint("POST")
 def revoke(request: HttpRequest, task_id: str) -> dict[str, Any]:
     found = _find(request, task_id)
-    terminate = _body(request).get("terminate") is True
+    terminate = read_body(request).get("terminate") is True
     _allowed("terminate" if terminate else "revoke", found)
     found.revoke(terminate=terminate)
     return {"task": as_json(found)}
@@ -266,7 +266,7 @@ def _may_create(request: HttpRequest) -> None:
 
 def _create(request: HttpRequest) -> Any:
     _may_create(request)
-    body = _body(request)
+    body = read_body(request)
     name = body.get("func_name")
     if not isinstance(name, str):
         raise Refused(400, "invalid", "Give func_name, the registered name of a task function.")
@@ -311,7 +311,9 @@ def _own_columns(request: HttpRequest, fields: Any) -> Any:
     return fields or None
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
+def read_body(request: HttpRequest) -> dict[str, Any]:
+    """A request's JSON object, or a refusal saying why it is not one (every endpoint of cq's
+    JSON API reads its body here)."""
     try:
         raw = request.body
     except RequestDataTooBig as error:
@@ -343,7 +345,8 @@ def _find(request: HttpRequest, task_id: str) -> Any:
     return found
 
 
-def _visible(request: HttpRequest, queryset: Any) -> Any:
+def visible_to(request: HttpRequest, queryset: Any) -> Any:
+    """The tasks of ``queryset`` the request's user may list (the API's list and its bulk actions)."""
     if request.user.is_staff:
         return queryset
     if "owner" in {field.name for field in queryset.model._meta.fields}:

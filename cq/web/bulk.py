@@ -2,7 +2,7 @@
 through the JSON API (``cq/api/bulk/<action>/``) and the dashboard (``cq/bulk/<action>/``).
 
 The selection is the task list's (``cq.web.api.filter_tasks`` reading the same query, among the
-tasks ``cq.web.api._visible`` lets the user list): what its filters match, or the rows checked
+tasks ``cq.web.api.visible_to`` lets the user list): what its filters match, or the rows checked
 on a page of it (``ids``), under the same rules. Counting comes first: a GET answers how many
 tasks match and how many of them the action applies to, and acting takes that ``expected``
 count back; if the tasks matching now are not as many, nothing is done (409), so an operator
@@ -38,8 +38,8 @@ from ..engine.transitions import queueing
 from ..models import get_task_model
 from ..workflows import trees
 from .access import can_see
-from .api import Refused, _body, _visible, endpoint, filter_tasks
-from .dashboard import _page
+from .api import Refused, endpoint, filter_tasks, read_body, visible_to
+from .dashboard import render_page
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +185,11 @@ def api(request: HttpRequest, action: str) -> dict[str, Any]:
     POST ``{"expected": matched}`` (and for revoke, ``"terminate": true`` maybe): act."""
     if action not in ACTIONS:
         raise Refused(404, "not_found", f"No bulk action is called {action!r}; there are {', '.join(ACTIONS)}.")
-    found = filter_tasks(_visible(request, get_task_model()._default_manager.all()), request.GET)
+    found = filter_tasks(visible_to(request, get_task_model()._default_manager.all()), request.GET)
     if request.method == "GET":
         matched, applies = count(ACTIONS[action], found, request.user)
         return {"action": action, "matched": matched, "applicable": applies, "skipped": matched - applies}
-    body = _body(request)
+    body = read_body(request)
     expected = body.get("expected")
     if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
         raise Refused(400, "invalid", "Give expected: the number of tasks matched, as a GET of this URL counts "
@@ -235,4 +235,4 @@ def confirm(request: HttpRequest, action: str) -> HttpResponse:
 
 
 def _render(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    return _page(request, "cq/bulk.html", context, status=status)
+    return render_page(request, "cq/bulk.html", context, status=status)

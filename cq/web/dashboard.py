@@ -47,7 +47,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         problem = str(error)
     kept = query.copy()
     kept.pop("cursor", None)
-    return _page(request, "cq/task_list.html", {
+    return render_page(request, "cq/task_list.html", {
         "rows": found, "count": count, "next_page": next_page, "list_query": kept.urlencode(),
         "paged": bool(query.get("cursor")),
         "statuses": TaskStatus.choices, "functions": registry.names(),
@@ -72,7 +72,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     progress = task.tree_progress
     if task.status == TaskStatus.SUCCESS:
         progress = {**progress, "percent": 100}
-    return _page(request, "cq/task.html", {
+    return render_page(request, "cq/task.html", {
         "task": task, "tree": tree, "tree_rows": tree_table(tree), "logs": task.logs, "progress": progress,
         "timeline": timeline(task, tree),
         "result": json.dumps(task.result, indent=2, sort_keys=True),
@@ -145,7 +145,7 @@ def throughput(minutes: int = 60) -> dict[str, Any]:
 def workers(request: HttpRequest) -> HttpResponse:
     """Worker processes: alive (a heartbeat within CQ_WORKER_TIMEOUT) or not, their pace, what they
     run and their memory (``cq.web.fleet``)."""
-    return _page(request, "cq/workers.html", {"rows": fleet.workers(PAGE)})
+    return render_page(request, "cq/workers.html", {"rows": fleet.workers(PAGE)})
 
 
 @staff_member_required
@@ -156,7 +156,7 @@ def queues(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     orphans = [{**row, "waited": (now - row["since"]).total_seconds()} for row in unknown_functions(now)]
     rows = fleet.queue_rows()  # with charts of the last hour
-    return _page(request, "cq/queues.html", {"rows": rows, "orphans": orphans,
+    return render_page(request, "cq/queues.html", {"rows": rows, "orphans": orphans,
                                              "may_control": may_control_queues(request.user)})
 
 
@@ -183,7 +183,7 @@ def unknown_functions(now: Any) -> list[dict[str, Any]]:
     return [row for row in rows if row["func_name"] not in (known[row["queue"]] or ())]
 
 
-def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+def render_page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
     """Render a dashboard page, with the statuses its script needs (their labels, which are final)
     given by the server rather than copied into the script."""
     statuses = {"labels": dict(TaskStatus.choices), "final": sorted(DONE)}

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from ..engine import queues
 from ..scheduling import sampling
 from .access import may_control_queues
-from .api import Refused, _body, endpoint
+from .api import Refused, endpoint, read_body
 
 CONTROLS = ("paused", "concurrency")
 
@@ -34,7 +34,7 @@ def queue_list(request: HttpRequest) -> dict[str, Any]:
 def queue(request: HttpRequest, name: str) -> dict[str, Any]:
     if not may_control_queues(request.user):
         raise Refused(403, "forbidden", "Changing a queue takes staff with the permission to change queues.")
-    body = _body(request)
+    body = read_body(request)
     unknown = sorted(set(body) - set(CONTROLS))
     if unknown or not body:
         also = f"; not {', '.join(unknown)}" if unknown else ""
